@@ -1,0 +1,157 @@
+// CPU dispatch of the mminference ops: validate tensors, call the C core, raise its errors.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "tensor_checks.h"
+
+namespace mminference {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> sparse_attention_cpu(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_ranges,
+    const at::Tensor& kv_range_count, const at::Tensor& kv_columns,
+    const at::Tensor& kv_column_count, const std::optional<at::Tensor>& q_perm,
+    const std::optional<at::Tensor>& k_perm, int64_t block_q, bool causal, double scale) {
+  TORCH_CHECK_VALUE(q.dim() == 4, "q: expected 4 dims (batch, heads, seq, head_dim), got shape ",
+                    q.sizes());
+  at::Tensor out = empty_attention_output(q);
+  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  const mmi_attention_problem problem =
+      make_attention_problem(q, k, v, kv_ranges, kv_range_count, kv_columns, kv_column_count,
+                             q_perm, k_perm, block_q, causal, scale, out, lse);
+  mmi_error err;
+  raise_on_error(mmi_sparse_attention_forward_cpu(&problem, at::get_num_threads(), &err), err);
+  return {out, lse};
+}
+
+at::TensorOptions int32_cpu() { return at::TensorOptions().dtype(at::kInt).device(at::kCPU); }
+
+std::tuple<at::Tensor, at::Tensor> build_a_shape_index_cpu(int64_t seq_q, int64_t seq_k,
+                                                           int64_t block_q, int64_t block_k,
+                                                           int64_t sink, int64_t local) {
+  TORCH_CHECK_VALUE(seq_q >= 1, "seq_q must be >= 1, got ", seq_q);
+  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  const int64_t nqb = mmi_num_q_blocks(seq_q, block_q);
+  at::Tensor ranges = at::empty({1, 1, nqb, MMI_A_SHAPE_MAX_RANGES, 2}, int32_cpu());
+  at::Tensor count = at::empty({1, 1, nqb}, int32_cpu());
+  mmi_error err;
+  raise_on_error(mmi_build_a_shape_index(seq_q, seq_k, block_q, block_k, sink, local,
+                                         ranges.data_ptr<int32_t>(), count.data_ptr<int32_t>(),
+                                         &err),
+                 err);
+  return {ranges, count};
+}
+
+void check_head_list(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": dtype must be int32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, ": expected a CPU tensor, got ", t.device());
+  TORCH_CHECK_VALUE(t.dim() == 3, name, ": expected 3 dims (batch, heads, n), got shape ",
+                    t.sizes());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_vertical_slash_index_cpu(
+    const at::Tensor& vertical, const at::Tensor& slash, int64_t seq_q, int64_t seq_k,
+    int64_t block_q, int64_t block_k) {
+  check_head_list(vertical, "vertical");
+  check_head_list(slash, "slash");
+  TORCH_CHECK_VALUE(vertical.size(0) == slash.size(0) && vertical.size(1) == slash.size(1),
+                    "slash: (batch, heads) ", slash.sizes(), " differ from vertical's ",
+                    vertical.sizes());
+  TORCH_CHECK_VALUE(seq_q >= 1, "seq_q must be >= 1, got ", seq_q);
+  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  const at::Tensor v = vertical.contiguous(), s = slash.contiguous();
+  const int64_t batch = v.size(0), heads = v.size(1), nv = v.size(2), ns = s.size(2);
+  const int64_t nqb = mmi_num_q_blocks(seq_q, block_q);
+  at::Tensor ranges = at::empty({batch, heads, nqb, ns, 2}, int32_cpu());
+  at::Tensor range_count = at::empty({batch, heads, nqb}, int32_cpu());
+  at::Tensor columns = at::empty({batch, heads, nqb, nv}, int32_cpu());
+  at::Tensor column_count = at::empty({batch, heads, nqb}, int32_cpu());
+  mmi_error err;
+  raise_on_error(mmi_build_vertical_slash_index(
+                     batch, heads, seq_q, seq_k, block_q, block_k, v.data_ptr<int32_t>(), nv,
+                     s.data_ptr<int32_t>(), ns, ranges.data_ptr<int32_t>(),
+                     range_count.data_ptr<int32_t>(), columns.data_ptr<int32_t>(),
+                     column_count.data_ptr<int32_t>(), &err),
+                 err);
+  return {ranges, range_count, columns, column_count};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_grid_index_cpu(
+    const at::Tensor& stride, const at::Tensor& phase, int64_t seq, int64_t block_q,
+    int64_t block_k, int64_t span_start, int64_t span_end, int64_t sink, int64_t local,
+    bool use_hlines, bool use_vlines) {
+  TORCH_CHECK_TYPE(stride.scalar_type() == at::kInt, "stride: dtype must be int32, got ",
+                   stride.scalar_type());
+  TORCH_CHECK_TYPE(phase.scalar_type() == at::kInt, "phase: dtype must be int32, got ",
+                   phase.scalar_type());
+  TORCH_CHECK_VALUE(stride.dim() == 2, "stride: expected 2 dims (batch, heads), got shape ",
+                    stride.sizes());
+  TORCH_CHECK_VALUE(phase.sizes() == stride.sizes(), "phase: shape ", phase.sizes(),
+                    " differs from stride's ", stride.sizes());
+  TORCH_CHECK_VALUE(stride.device().is_cpu() && phase.device().is_cpu(),
+                    "stride/phase: expected CPU tensors");
+  TORCH_CHECK_VALUE(seq >= 1, "seq must be >= 1, got ", seq);
+  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  const at::Tensor st = stride.contiguous(), ph = phase.contiguous();
+  const int64_t batch = st.size(0), heads = st.size(1);
+  const int64_t nqb = mmi_num_q_blocks(seq, block_q);
+  at::Tensor q_perm = at::empty({batch, heads, seq}, int32_cpu());
+  at::Tensor k_perm = at::empty({batch, heads, seq}, int32_cpu());
+  at::Tensor ranges = at::empty({batch, heads, nqb, MMI_GRID_MAX_RANGES, 2}, int32_cpu());
+  at::Tensor range_count = at::empty({batch, heads, nqb}, int32_cpu());
+  mmi_grid_options options{};
+  options.seq = seq;
+  options.block_q = block_q;
+  options.block_k = block_k;
+  options.span_start = span_start;
+  options.span_end = span_end;
+  options.sink = sink;
+  options.local = local;
+  options.use_hlines = use_hlines ? 1 : 0;
+  options.use_vlines = use_vlines ? 1 : 0;
+  mmi_error err;
+  raise_on_error(mmi_build_grid_index(batch, heads, &options, st.data_ptr<int32_t>(),
+                                      ph.data_ptr<int32_t>(), q_perm.data_ptr<int32_t>(),
+                                      k_perm.data_ptr<int32_t>(), ranges.data_ptr<int32_t>(),
+                                      range_count.data_ptr<int32_t>(), &err),
+                 err);
+  return {q_perm, k_perm, ranges, range_count};
+}
+
+std::tuple<at::Tensor, at::Tensor> build_modality_permutation_cpu(const at::Tensor& modality,
+                                                                  int64_t num_modalities) {
+  TORCH_CHECK_TYPE(modality.scalar_type() == at::kInt, "modality: dtype must be int32, got ",
+                   modality.scalar_type());
+  TORCH_CHECK_VALUE(modality.dim() == 2, "modality: expected 2 dims (batch, seq), got shape ",
+                    modality.sizes());
+  TORCH_CHECK_VALUE(modality.size(0) >= 1 && modality.size(1) >= 1,
+                    "modality: batch and seq must be >= 1, got shape ", modality.sizes());
+  TORCH_CHECK_VALUE(num_modalities >= 1 && num_modalities <= 256,
+                    "num_modalities must be in [1, 256], got ", num_modalities);
+  const at::Tensor mod = modality.contiguous();
+  at::Tensor perm = at::empty({mod.size(0), mod.size(1)}, int32_cpu());
+  at::Tensor offsets = at::empty({mod.size(0), num_modalities + 1}, int32_cpu());
+  mmi_error err;
+  raise_on_error(mmi_build_modality_permutation(mod.size(0), mod.size(1), mod.data_ptr<int32_t>(),
+                                                num_modalities, perm.data_ptr<int32_t>(),
+                                                offsets.data_ptr<int32_t>(), &err),
+                 err);
+  return {perm, offsets};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mminference, CPU, m) {
+  m.impl("sparse_attention", &sparse_attention_cpu);
+  m.impl("build_vertical_slash_index", &build_vertical_slash_index_cpu);
+  m.impl("build_grid_index", &build_grid_index_cpu);
+  m.impl("build_modality_permutation", &build_modality_permutation_cpu);
+}
+
+// No tensor arguments, so no backend key: the composite kernel always builds on the CPU.
+TORCH_LIBRARY_IMPL(mminference, CompositeExplicitAutograd, m) {
+  m.impl("build_a_shape_index", &build_a_shape_index_cpu);
+}
+
+}  // namespace mminference

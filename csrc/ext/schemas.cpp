@@ -1,0 +1,24 @@
+// Every mminference op schema, declared once. Backend files only add TORCH_LIBRARY_IMPL blocks.
+// Shapes and semantics: csrc/core/mmi_sparse_index.h and csrc/core/mmi_index_builders.h.
+#include <torch/library.h>
+
+TORCH_LIBRARY(mminference, m) {
+  m.def(
+      "sparse_attention(Tensor q, Tensor k, Tensor v, Tensor kv_ranges, Tensor kv_range_count, "
+      "Tensor kv_columns, Tensor kv_column_count, Tensor? q_perm, Tensor? k_perm, int block_q, "
+      "bool causal, float scale) -> (Tensor out, Tensor lse)");
+  m.def(
+      "build_a_shape_index(int seq_q, int seq_k, int block_q, int block_k, int sink, int local) "
+      "-> (Tensor kv_ranges, Tensor kv_range_count)");
+  m.def(
+      "build_vertical_slash_index(Tensor vertical, Tensor slash, int seq_q, int seq_k, "
+      "int block_q, int block_k) -> (Tensor kv_ranges, Tensor kv_range_count, Tensor kv_columns, "
+      "Tensor kv_column_count)");
+  m.def(
+      "build_grid_index(Tensor stride, Tensor phase, int seq, int block_q, int block_k, "
+      "int span_start, int span_end, int sink, int local, bool use_hlines, bool use_vlines) "
+      "-> (Tensor q_perm, Tensor k_perm, Tensor kv_ranges, Tensor kv_range_count)");
+  m.def(
+      "build_modality_permutation(Tensor modality, int num_modalities) "
+      "-> (Tensor perm, Tensor segment_offsets)");
+}

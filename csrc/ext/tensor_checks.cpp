@@ -1,0 +1,174 @@
+#include "tensor_checks.h"
+
+#include <c10/util/Exception.h>
+
+#include <string>
+
+namespace mminference {
+
+void raise_on_error(int status, const mmi_error& err) {
+  if (status == MMI_OK) return;
+  const std::string message = std::string(err.message) + " (" + mmi_strerror(status) + ")";
+  switch (status) {
+    case MMI_ERR_INVALID_SHAPE:
+    case MMI_ERR_INVALID_VALUE:
+    case MMI_ERR_UNSORTED:
+    case MMI_ERR_UNSUPPORTED:
+      TORCH_CHECK_VALUE(false, message);
+    case MMI_ERR_OUT_OF_MEMORY:
+      TORCH_CHECK_WITH(OutOfMemoryError, false, message);
+    default:
+      TORCH_CHECK(false, message);
+  }
+}
+
+mmi_dtype attention_dtype(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type(), "k: dtype ", k.scalar_type(),
+                   " differs from q's ", q.scalar_type());
+  TORCH_CHECK_TYPE(v.scalar_type() == q.scalar_type(), "v: dtype ", v.scalar_type(),
+                   " differs from q's ", q.scalar_type());
+  switch (q.scalar_type()) {
+    case at::kFloat:
+      return MMI_DTYPE_FLOAT32;
+    case at::kHalf:
+      return MMI_DTYPE_FLOAT16;
+    case at::kBFloat16:
+      return MMI_DTYPE_BFLOAT16;
+    default:
+      TORCH_CHECK_TYPE(false, "q: dtype ", q.scalar_type(),
+                       " is not supported (float32, float16, bfloat16)");
+  }
+}
+
+std::pair<int64_t, int64_t> check_index_tensor(const at::Tensor& t, const char* name,
+                                               const at::Device& device, int64_t batch,
+                                               int64_t heads, at::IntArrayRef trailing) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": dtype must be int32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == device, name, ": expected device ", device, ", got ",
+                    t.device());
+  const int64_t rank = 2 + static_cast<int64_t>(trailing.size());
+  TORCH_CHECK_VALUE(t.dim() == rank, name, ": expected ", rank, " dims, got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.size(0) == batch || t.size(0) == 1, name, ": dim 0 must be ", batch,
+                    " or 1, got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.size(1) == heads || t.size(1) == 1, name, ": dim 1 must be ", heads,
+                    " or 1, got shape ", t.sizes());
+  int64_t expected_stride = 1;
+  for (int64_t d = rank - 1; d >= 2; --d) {
+    TORCH_CHECK_VALUE(t.size(d) == trailing[d - 2], name, ": dim ", d, " must be ",
+                      trailing[d - 2], ", got shape ", t.sizes());
+    TORCH_CHECK_VALUE(t.numel() == 0 || t.size(d) <= 1 || t.stride(d) == expected_stride, name,
+                      ": trailing dims must be contiguous, got strides ", t.strides());
+    expected_stride *= t.size(d);
+  }
+  return {t.size(0) == 1 ? 0 : t.stride(0), t.size(1) == 1 ? 0 : t.stride(1)};
+}
+
+static void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK_VALUE(q.dim() == 4, "q: expected 4 dims (batch, heads, seq, head_dim), got shape ",
+                    q.sizes());
+  TORCH_CHECK_VALUE(k.dim() == 4, "k: expected 4 dims (batch, heads, seq, head_dim), got shape ",
+                    k.sizes());
+  TORCH_CHECK_VALUE(v.dim() == 4, "v: expected 4 dims (batch, heads, seq, head_dim), got shape ",
+                    v.sizes());
+  TORCH_CHECK_VALUE(k.device() == q.device(), "k: device ", k.device(), " differs from q's ",
+                    q.device());
+  TORCH_CHECK_VALUE(v.device() == q.device(), "v: device ", v.device(), " differs from q's ",
+                    q.device());
+  TORCH_CHECK_VALUE(k.sizes() == v.sizes(), "v: shape ", v.sizes(), " differs from k's ",
+                    k.sizes());
+  TORCH_CHECK_VALUE(k.size(0) == q.size(0), "k: batch ", k.size(0), " differs from q's ",
+                    q.size(0));
+  TORCH_CHECK_VALUE(k.size(3) == q.size(3), "k: head_dim ", k.size(3), " differs from q's ",
+                    q.size(3));
+  TORCH_CHECK_VALUE(q.size(2) > 0, "q: sequence length must be > 0");
+  TORCH_CHECK_VALUE(k.size(2) > 0, "k: sequence length must be > 0");
+  TORCH_CHECK_VALUE(q.size(0) > 0, "q: batch must be > 0");
+  TORCH_CHECK_VALUE(q.stride(3) == 1, "q: head_dim must be contiguous (stride 1), got strides ",
+                    q.strides());
+  TORCH_CHECK_VALUE(k.stride(3) == 1, "k: head_dim must be contiguous (stride 1), got strides ",
+                    k.strides());
+  TORCH_CHECK_VALUE(v.stride(3) == 1, "v: head_dim must be contiguous (stride 1), got strides ",
+                    v.strides());
+}
+
+mmi_attention_problem make_attention_problem(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_ranges,
+    const at::Tensor& kv_range_count, const at::Tensor& kv_columns,
+    const at::Tensor& kv_column_count, const std::optional<at::Tensor>& q_perm,
+    const std::optional<at::Tensor>& k_perm, int64_t block_q, bool causal, double scale,
+    const at::Tensor& out, const at::Tensor& lse) {
+  check_qkv(q, k, v);
+  mmi_attention_problem p{};
+  p.dtype = attention_dtype(q, k, v);
+  p.batch = q.size(0);
+  p.q_heads = q.size(1);
+  p.kv_heads = k.size(1);
+  p.seq_q = q.size(2);
+  p.seq_k = k.size(2);
+  p.head_dim = q.size(3);
+  TORCH_CHECK_VALUE(p.q_heads % p.kv_heads == 0, "k: query heads (", p.q_heads,
+                    ") must be a multiple of key/value heads (", p.kv_heads, ")");
+  TORCH_CHECK_VALUE(mmi_head_dim_supported(p.head_dim), "q: head_dim ", p.head_dim,
+                    " is not supported (64, 80, 96, 128)");
+  TORCH_CHECK_VALUE(block_q >= 1 && block_q <= 4096, "block_q must be in [1, 4096], got ",
+                    block_q);
+
+  p.q = q.data_ptr();
+  p.q_stride_b = q.stride(0), p.q_stride_h = q.stride(1), p.q_stride_s = q.stride(2);
+  p.k = k.data_ptr();
+  p.k_stride_b = k.stride(0), p.k_stride_h = k.stride(1), p.k_stride_s = k.stride(2);
+  p.v = v.data_ptr();
+  p.v_stride_b = v.stride(0), p.v_stride_h = v.stride(1), p.v_stride_s = v.stride(2);
+  p.out = out.data_ptr();
+  p.out_stride_b = out.stride(0), p.out_stride_h = out.stride(1), p.out_stride_s = out.stride(2);
+  p.lse = lse.data_ptr<float>();
+  p.scale = static_cast<float>(scale);
+  p.causal = causal ? 1 : 0;
+
+  const int64_t nqb = (p.seq_q + block_q - 1) / block_q;
+  TORCH_CHECK_VALUE(kv_ranges.dim() == 5, "kv_ranges: expected 5 dims (batch, heads, q_blocks, ",
+                    "ranges, 2), got shape ", kv_ranges.sizes());
+  TORCH_CHECK_VALUE(kv_columns.dim() == 4, "kv_columns: expected 4 dims (batch, heads, q_blocks, ",
+                    "columns), got shape ", kv_columns.sizes());
+  const int64_t max_ranges = kv_ranges.size(3);
+  const int64_t max_columns = kv_columns.size(3);
+  const at::Device device = q.device();
+  mmi_sparse_index& ix = p.index;
+  ix.block_q = block_q;
+  ix.num_q_blocks = nqb;
+  ix.max_ranges = max_ranges;
+  ix.max_columns = max_columns;
+  auto strides = check_index_tensor(kv_ranges, "kv_ranges", device, p.batch, p.q_heads,
+                                    {nqb, max_ranges, 2});
+  ix.kv_ranges = kv_ranges.data_ptr<int32_t>();
+  ix.kv_ranges_stride_b = strides.first, ix.kv_ranges_stride_h = strides.second;
+  strides = check_index_tensor(kv_range_count, "kv_range_count", device, p.batch, p.q_heads, {nqb});
+  ix.kv_range_count = kv_range_count.data_ptr<int32_t>();
+  ix.kv_range_count_stride_b = strides.first, ix.kv_range_count_stride_h = strides.second;
+  strides = check_index_tensor(kv_columns, "kv_columns", device, p.batch, p.q_heads,
+                               {nqb, max_columns});
+  ix.kv_columns = kv_columns.data_ptr<int32_t>();
+  ix.kv_columns_stride_b = strides.first, ix.kv_columns_stride_h = strides.second;
+  strides = check_index_tensor(kv_column_count, "kv_column_count", device, p.batch, p.q_heads,
+                               {nqb});
+  ix.kv_column_count = kv_column_count.data_ptr<int32_t>();
+  ix.kv_column_count_stride_b = strides.first, ix.kv_column_count_stride_h = strides.second;
+  if (q_perm.has_value()) {
+    strides = check_index_tensor(*q_perm, "q_perm", device, p.batch, p.q_heads, {p.seq_q});
+    ix.q_perm = q_perm->data_ptr<int32_t>();
+    ix.q_perm_stride_b = strides.first, ix.q_perm_stride_h = strides.second;
+  }
+  if (k_perm.has_value()) {
+    strides = check_index_tensor(*k_perm, "k_perm", device, p.batch, p.q_heads, {p.seq_k});
+    ix.k_perm = k_perm->data_ptr<int32_t>();
+    ix.k_perm_stride_b = strides.first, ix.k_perm_stride_h = strides.second;
+  }
+  return p;
+}
+
+at::Tensor empty_attention_output(const at::Tensor& q) {
+  return at::empty({q.size(0), q.size(2), q.size(1), q.size(3)}, q.options()).transpose(1, 2);
+}
+
+}  // namespace mminference

@@ -1,0 +1,36 @@
+// Tensor-level validation shared by every backend, and the translation of C-core status codes
+// into Python exceptions (ValueError for bad values and shapes, TypeError for dtypes).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "mmi.h"
+
+namespace mminference {
+
+// Raises the exception that matches `status` with the core's message (which names the argument).
+void raise_on_error(int status, const mmi_error& err);
+
+// dtype of q/k/v as the core's enum; TypeError for anything but float32/float16/bfloat16.
+mmi_dtype attention_dtype(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// Checks an int32 index tensor `name` on `device` with `rank` dims; the leading two dims must
+// equal (batch, heads) or be 1 (broadcast); the remaining dims must equal `trailing` and be
+// contiguous. Returns the (batch, head) strides to use, 0 for broadcast dims.
+std::pair<int64_t, int64_t> check_index_tensor(const at::Tensor& t, const char* name,
+                                               const at::Device& device, int64_t batch,
+                                               int64_t heads, at::IntArrayRef trailing);
+
+// Validates q/k/v/index tensors and fills an mmi_attention_problem (out and lse pointers too).
+mmi_attention_problem make_attention_problem(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_ranges,
+    const at::Tensor& kv_range_count, const at::Tensor& kv_columns,
+    const at::Tensor& kv_column_count, const std::optional<at::Tensor>& q_perm,
+    const std::optional<at::Tensor>& k_perm, int64_t block_q, bool causal, double scale,
+    const at::Tensor& out, const at::Tensor& lse);
+
+// Output of sparse_attention: [B, Hq, Sq, D] viewed over a (B, Sq, Hq, D) contiguous buffer, the
+// layout transformers expects back from an attention function (a free transpose away).
+at::Tensor empty_attention_output(const at::Tensor& q);
+
+}  // namespace mminference
