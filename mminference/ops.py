@@ -64,6 +64,12 @@ def sparse_attention(
 @torch.library.register_fake("mminference::sparse_attention")
 def _sparse_attention_fake(q, k, v, kv_ranges, kv_range_count, kv_columns, kv_column_count,
                            q_perm, k_perm, block_q, causal, scale):
+    # The dispatcher sends mixed real/meta inputs here, so the device rule is enforced here too.
+    named = dict(k=k, v=v, kv_ranges=kv_ranges, kv_range_count=kv_range_count, kv_columns=kv_columns,
+                 kv_column_count=kv_column_count, q_perm=q_perm, k_perm=k_perm)
+    for name, tensor in named.items():
+        if tensor is not None and tensor.device != q.device:
+            raise ValueError(f"{name}: expected device {q.device}, got {tensor.device}")
     batch, heads, seq_q, dim = q.shape
     out = q.new_empty((batch, seq_q, heads, dim)).transpose(1, 2)
     lse = q.new_empty((batch, heads, seq_q), dtype=torch.float32)
