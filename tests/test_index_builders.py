@@ -11,7 +11,8 @@ csrc/core/mmi_sparse_index.h (the index representation), not from the .c impleme
             to [0, qe + off), aligned, merged; verticals v <= a_hi in no range become columns.
   grid:     lines = p in [span_start, span_end) with (p - span_start) % stride == phase; both
             permutations = lines ascending, then the others ascending. Per slot block, see
-            `ref_grid` below (hlines branch / union of vlines, sink, local), limit S.
+            `ref_grid` below (hlines branch / union of vlines, sink, local), limit S; the sink
+            is clipped to the block's causal limit pmax + 1 (see ref_grid for why).
   modality: stable grouping by id, offsets = exclusive prefix sums of the per-id counts.
 
 Nothing below calls into mminference except the op under test.
@@ -27,7 +28,7 @@ import torch
 
 from mminference import ops
 
-SEEDS = list(range(48))
+SEEDS = list(range(64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +189,15 @@ def test_a_shape_dense_mask_contains_row_rule(seed):
     assert not (mask & (j >= limits[:, None])).any(), f"a_shape{case}: key past the causal limit"
 
 
+def test_a_shape_hand_computed():
+    # off = 100; block 2: rows 128..191, limit 292, local from 228 - 99 = 129 -> aligned 128
+    got = read_index(ops.build_a_shape_index(300, 400, block_q=64, block_k=64, sink=10, local=100))
+    assert got[0, 0] == [
+        ([(0, 164)], []), ([(0, 228)], []), ([(0, 64), (128, 292)], []),
+        ([(0, 64), (192, 356)], []), ([(0, 64), (256, 400)], []),
+    ]
+
+
 def test_a_shape_errors():
     with pytest.raises(ValueError) as e:
         ops.build_a_shape_index(10, 10, block_q=4, block_k=4, sink=-1, local=4)
@@ -236,6 +246,14 @@ def sorted_sample(r, upper, n):
     return sorted(r.sample(range(upper), n))
 
 
+def with_entry(r, values, entry, upper):
+    """`values` (sorted, distinct, in [0, upper)) with `entry` forced in, same length."""
+    if entry in values:
+        return values
+    pool = [x for x in range(upper) if x != entry]
+    return sorted(r.sample(pool, len(values) - 1) + [entry])
+
+
 def vs_case(seed):
     r = random.Random(seed)
     batch, heads = r.choice([(1, 1), (1, 3), (2, 1), (2, 3)])
@@ -254,9 +272,9 @@ def vs_case(seed):
             v = sorted_sample(r, seq_k, nv)
             s = sorted_sample(r, seq_k, ns)
             if ns and r.random() < 0.3:  # make sure the main diagonal and the edges show up
-                s = sorted(set(s[1:]) | {0})
+                s = with_entry(r, s, 0, seq_k)
             if nv and r.random() < 0.3:
-                v = sorted(set(v[1:]) | {r.choice([0, seq_k - 1])})
+                v = with_entry(r, v, r.choice([0, seq_k - 1]), seq_k)
             vb.append(v)
             sb.append(s)
         vertical.append(vb)
@@ -293,15 +311,6 @@ def test_vertical_slash_fixed(case):
     _check_vs(case, random.Random(0))
 
 
-EMPTY_SLASH_BUG = (
-    "an empty slash list (slash shape (B, H, 0)) is rejected with RuntimeError 'an output buffer is "
-    "NULL': the (B, H, NQB, 0, 2) kv_ranges output has no storage (NULL data pointer) and "
-    "mmi_build_vertical_slash_index requires kv_ranges != NULL even when num_slash == 0, whereas the "
-    "header allows any NS (and an empty vertical list, NV = 0, works). Expected: ranges count 0 and "
-    "every causal vertical as a column.")
-
-
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=EMPTY_SLASH_BUG)
 @pytest.mark.parametrize("case", [
     ([[[5, 999]]], [[[]]], 1, 1000, 1, 1),
     ([[[]]], [[[]]], 70, 70, 64, 64),
@@ -353,6 +362,16 @@ def test_vertical_slash_dense_mask_contains_row_rule(seed):
         assert not missing, f"b={b} h={h}: (row, key) pairs missing, first {missing[:5]}"
         limits = torch.tensor(a_shape_limits(seq_q, seq_k, block_q)).repeat_interleave(block_q)[:seq_q]
         assert not (mask & (j >= limits[:, None])).any()
+
+
+def test_vertical_slash_hand_computed():
+    # seq 10, blocks of 4 rows, block_k 2. Block 1 (rows 4..7): slash 0 -> [4, 8), slash 5 ->
+    # [0, 3) -> [0, 4), touching -> merged. Block 2 (rows 8, 9): slash 5 -> [3, 5) -> [2, 6),
+    # verticals 1 and 7 fall in no range -> columns.
+    v = torch.tensor([[[1, 7]]], dtype=torch.int32)
+    s = torch.tensor([[[0, 5]]], dtype=torch.int32)
+    got = read_index(ops.build_vertical_slash_index(v, s, 10, 10, block_q=4, block_k=2))
+    assert got[0, 0] == [([(0, 4)], []), ([(0, 8)], []), ([(2, 6), (8, 10)], [1, 7])]
 
 
 def _vs(vertical, slash, seq_q=20, seq_k=20, dtype=torch.int32):
@@ -410,7 +429,7 @@ def test_vertical_slash_errors():
     # an unsorted entry in a later (b, h) row is caught too
     v = torch.tensor([[[0, 1], [1, 0]]], dtype=torch.int32)
     with pytest.raises(ValueError) as e:
-        ops.build_vertical_slash_index(v, torch.zeros(1, 2, 0, dtype=torch.int32), 8, 8)
+        ops.build_vertical_slash_index(v, torch.zeros(1, 2, 1, dtype=torch.int32), 8, 8)
     names(e, "vertical")
 
 
@@ -446,7 +465,13 @@ def ref_grid(stride, phase, seq, block_q, block_k, span_start, span_end, sink, l
                     raw = []
                     if vlines:
                         raw.append((0, L(pmax + 1)))
-                    raw += [(0, L(sink)), (n, n + O(sink))]
+                    # The grid paragraph of the header writes the sink as [0, L(sink)) and
+                    # [n, n + O(sink)) with limit S; the op also clips it to the block's causal
+                    # limit pmax + 1 (the header's shared rule: ranges are "clipped to the block's
+                    # causal limit"). Keys in [pmax + 1, sink) are causally dead for every row of
+                    # the block, so the clipped form is the one re-derived here.
+                    sink_end = min(sink, pmax + 1)
+                    raw += [(0, L(sink_end)), (n, n + O(sink_end))]
                     lo = pmin - local + 1
                     raw += [(L(lo), L(pmax + 1)), (n + O(lo), n + O(pmax + 1))]
                 blocks.append((aligned_union(raw, block_k, seq), []))
@@ -468,7 +493,7 @@ def grid_case(seed):
     for _ in range(batch):
         sb, pb = [], []
         for _ in range(heads):
-            st = r.choice([1, 2, r.randint(1, span_len), span_len, r.randint(1, min(span_len, 12))])
+            st = r.choice([1, min(2, span_len), r.randint(1, span_len), span_len, r.randint(1, min(span_len, 12))])
             ph = r.choice([0, st - 1, r.randint(0, st - 1)])
             sb.append(st)
             pb.append(ph)
@@ -566,6 +591,35 @@ def test_grid_dense_mask_contains_row_rule(seed):
         required = causal & base
         missing = (required & ~mask).nonzero().tolist()
         assert not missing, f"grid{case} bh={(b, h)}: (query, key) positions missing {missing[:5]}"
+
+
+def _grid_hand(sink, local, hlines, vlines):
+    # seq 10, span [2, 10), stride 3, phase 1: lines 3, 6, 9 (n = 3);
+    # slots -> positions [3, 6, 9, 0, 1, 2, 4, 5, 7, 8]; blocks of 4 slots, block_k 1.
+    index = ops.build_grid_index(torch.tensor([[3]], dtype=torch.int32),
+                                 torch.tensor([[1]], dtype=torch.int32), 10, block_q=4, block_k=1,
+                                 span=(2, 10), sink=sink, local=local, use_hlines=hlines,
+                                 use_vlines=vlines)
+    assert index.q_perm.tolist() == [[[3, 6, 9, 0, 1, 2, 4, 5, 7, 8]]]
+    assert index.k_perm.tolist() == index.q_perm.tolist()
+    return read_index(index)[0, 0]
+
+
+def test_grid_hand_computed():
+    # block 0 holds line slots -> every causal key; block 1 (positions 1, 2, 4, 5): vline 3,
+    # sink position 0, local [0, 5]; block 2 (positions 7, 8): vlines 3, 6, sink 0, local [6, 8].
+    assert _grid_hand(sink=1, local=2, hlines=True, vlines=True) == [
+        ([(0, 10)], []), ([(0, 1), (3, 8)], []), ([(0, 2), (3, 4), (8, 10)], [])]
+
+
+def test_grid_sink_is_clipped_to_block_causal_limit():
+    # sink = 10 covers the whole sequence, but block 1 (positions 1, 2, 4, 5, pmax = 5) only gets
+    # the sink keys < pmax + 1 = 6: lines [0, L(6)) = [0, 1), others [3, 3 + O(6)) = [3, 8).
+    # The grid paragraph of mmi_index_builders.h, read literally ([0, L(sink)), [n, n + O(sink)),
+    # limit S), would give [(0, 10)]; the op follows the header's shared "clipped to the block's
+    # causal limit" rule instead (keys past pmax are causally masked for the whole block anyway).
+    got = _grid_hand(sink=10, local=1, hlines=False, vlines=False)
+    assert got[1] == ([(0, 1), (3, 8)], [])
 
 
 def _grid(stride=4, phase=1, seq=40, span=(0, 40), sink=0, local=8, dtype=torch.int32,

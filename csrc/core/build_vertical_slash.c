@@ -45,8 +45,8 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "vertical is NULL");
   if (num_slash > 0 && slash == NULL)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "slash is NULL");
-  if (kv_ranges == NULL || kv_range_count == NULL || kv_column_count == NULL ||
-      (num_vertical > 0 && kv_columns == NULL))
+  if (kv_range_count == NULL || kv_column_count == NULL ||
+      (num_slash > 0 && kv_ranges == NULL) || (num_vertical > 0 && kv_columns == NULL))
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "an output buffer is NULL");
 
   for (int64_t b = 0; b < batch; ++b) {
@@ -81,7 +81,7 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
       }
       const int64_t n_ranges = mmi__normalize_ranges(ranges, num_slash);
       const int64_t cell = bh * num_blocks + qb;
-      int32_t *out_ranges = kv_ranges + cell * num_slash * 2;
+      int32_t *out_ranges = kv_ranges != NULL ? kv_ranges + cell * num_slash * 2 : NULL;
       for (int64_t r = 0; r < num_slash; ++r) {
         out_ranges[2 * r] = r < n_ranges ? (int32_t)ranges[r].start : 0;
         out_ranges[2 * r + 1] = r < n_ranges ? (int32_t)ranges[r].end : 0;

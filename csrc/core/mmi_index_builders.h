@@ -65,7 +65,8 @@ typedef struct mmi_grid_options {
  *   - with use_hlines and at least one line slot (< n_lines) in the block: all causal keys, i.e.
  *     line slots [0, L(pmax + 1)) and other slots [n + O(0), n + O(pmax + 1))
  *   - otherwise the union of: vertical lines [0, L(pmax + 1)) when use_vlines; sink line slots
- *     [0, L(sink)) and other slots [n, n + O(sink)); local window lo = pmin - local + 1:
+ *     [0, L(e)) and other slots [n, n + O(e)) with e = min(sink, pmax + 1); local window
+ *     lo = pmin - local + 1:
  *     [L(lo), L(pmax + 1)) and [n + O(lo), n + O(pmax + 1))
  *   where n = number of lines, L(x) = lines < x, O(x) = other positions < x; every range is
  *   aligned outward with limit S, empty ones dropped, then merged.
