@@ -37,12 +37,11 @@ def run_demo(frames: int = 16, tokens_per_frame: int = 256, heads: int = 4, kv_h
         q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), is_causal=True))
 
     start = time.perf_counter()
-    probs = estimate.last_query_attention(q, k)
-    vertical, slash = estimate.vertical_slash_from_estimate(probs, seq, num_vertical=128, num_slash=32)
-    video_probs = estimate.last_query_attention(q, k, query_end=prompt.video_span[1])
-    stride, phase = estimate.grid_from_estimate(
-        video_probs, prompt.video_span, candidate_strides=[s for s in (64, 128, tokens_per_frame, 2 * tokens_per_frame)
-                                                     if s <= (prompt.video_span[1] - prompt.video_span[0]) // 2])
+    vertical_score, slash_score = ops.estimate_vertical_slash_scores(q, k)
+    vertical, slash = estimate.vertical_slash_from_scores(vertical_score, slash_score, num_vertical=128, num_slash=32)
+    video_columns, _ = ops.estimate_vertical_slash_scores(q, k, query_end=prompt.video_span[1])
+    stride, phase = estimate.grid_from_scores(
+        video_columns, prompt.video_span, candidate_strides=[64, 128, tokens_per_frame, 2 * tokens_per_frame])
     estimate_seconds = time.perf_counter() - start
 
     indexes: dict[str, SparseIndex] = {

@@ -95,29 +95,33 @@ def _build_a_shape_index_fake(seq_q, seq_k, block_q, block_k, sink, local):
 
 def build_vertical_slash_index(
     vertical: torch.Tensor, slash: torch.Tensor, seq_q: int, seq_k: int, *,
-    block_q: int = 128, block_k: int = 64,
+    block_q: int = 128, block_k: int = 64, max_ranges: Optional[int] = None,
 ) -> SparseIndex:
     """Vertical-slash index from per-head key columns and diagonal distances.
 
     Args:
         vertical: int32 `(B, H, NV)` strictly increasing key positions in [0, Sk).
         slash: int32 `(B, H, NS)` strictly increasing distances d = i + (Sk - Sq) - j in [0, Sk).
+        max_ranges: range capacity R per query block. Default min(NS, ceil(Sk / block_k)), which
+            never overflows; a smaller R bounds memory, and a block with more merged bands extends
+            its last range over the rest (more keys, never fewer).
     Returns:
-        A `SparseIndex` with ranges `(B, H, NQB, NS, 2)` (merged, block-aligned slash bands) and
+        A `SparseIndex` with ranges `(B, H, NQB, R, 2)` (merged, block-aligned slash bands) and
         columns `(B, H, NQB, NV)` (the verticals not already inside a band).
     """
+    if max_ranges is None:
+        max_ranges = min(slash.shape[-1], -(-seq_k // block_k)) if block_k > 0 else slash.shape[-1]
     ranges, range_count, columns, column_count = _ops.build_vertical_slash_index(
-        vertical, slash, seq_q, seq_k, block_q, block_k)
+        vertical, slash, seq_q, seq_k, block_q, block_k, max_ranges)
     return SparseIndex(block_q, ranges, range_count, columns, column_count)
 
 
 @torch.library.register_fake("mminference::build_vertical_slash_index")
-def _build_vertical_slash_index_fake(vertical, slash, seq_q, seq_k, block_q, block_k):
+def _build_vertical_slash_index_fake(vertical, slash, seq_q, seq_k, block_q, block_k, max_ranges):
     batch, heads, nv = vertical.shape
-    ns = slash.shape[2]
     nqb = num_q_blocks(seq_q, block_q)
     new = lambda *shape: vertical.new_empty(shape, dtype=torch.int32)  # noqa: E731
-    return new(batch, heads, nqb, ns, 2), new(batch, heads, nqb), new(batch, heads, nqb, nv), \
+    return new(batch, heads, nqb, max_ranges, 2), new(batch, heads, nqb), new(batch, heads, nqb, nv), \
         new(batch, heads, nqb)
 
 
@@ -152,6 +156,32 @@ def _build_grid_index_fake(stride, phase, seq, block_q, block_k, span_start, spa
     new = lambda *shape: stride.new_empty(shape, dtype=torch.int32)  # noqa: E731
     return new(batch, heads, seq), new(batch, heads, seq), new(batch, heads, nqb, GRID_MAX_RANGES, 2), \
         new(batch, heads, nqb)
+
+
+def estimate_vertical_slash_scores(
+    q: torch.Tensor, k: torch.Tensor, *, last: int = 64, query_end: Optional[int] = None,
+    scale: Optional[float] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column and diagonal attention mass of the `last` queries ending at `query_end`.
+
+    Args:
+        q: `(B, Hq, Sq, D)`; k: `(B, Hkv, Sk, D)` (GQA), same dtype and device.
+        query_end: end (exclusive) of the estimating queries, default Sq; a segment's own last
+            queries (e.g. a video's) estimate that segment's pattern.
+    Returns:
+        float32 `vertical_score (B, Hq, Sk)` (sum of softmax probabilities per key) and
+        `slash_score (B, Hq, Sk)` (per diagonal distance d = i + Sk - Sq - j). Memory O(B Hq Sk).
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    query_end = q.shape[2] if query_end is None else query_end
+    return _ops.estimate_vertical_slash_scores(q, k, min(last, query_end), query_end, float(scale))
+
+
+@torch.library.register_fake("mminference::estimate_vertical_slash_scores")
+def _estimate_vertical_slash_scores_fake(q, k, last, query_end, scale):
+    shape = (q.shape[0], q.shape[1], k.shape[2])
+    return q.new_empty(shape, dtype=torch.float32), q.new_empty(shape, dtype=torch.float32)
 
 
 def build_modality_permutation(modality: torch.Tensor, num_modalities: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,8 @@ OP_SAMPLES = {
     "build_a_shape_index": lambda: (300, 300, 64, 64, 16, 100),
     "build_vertical_slash_index": lambda: (
         torch.tensor([[[0, 5, 77]]], dtype=torch.int32), torch.tensor([[[0, 40]]], dtype=torch.int32),
-        200, 200, 64, 32),
+        200, 200, 64, 32, 2),
+    "estimate_vertical_slash_scores": lambda: (torch.randn(1, 4, 90, 64), torch.randn(1, 2, 120, 64), 16, 80, 0.125),
     "build_grid_index": lambda: (torch.tensor([[16]], dtype=torch.int32), torch.tensor([[3]], dtype=torch.int32),
                                  200, 64, 32, 10, 190, 4, 50, True, True),
     "build_modality_permutation": lambda: (torch.tensor([[0, 1, 1, 0, 2]], dtype=torch.int32), 3),
@@ -51,7 +52,8 @@ def test_fullgraph_compile_of_a_function_calling_the_ops():
     def attend(q, k, v, stride, phase, vertical, slash):
         grid = ops.build_grid_index(stride, phase, q.shape[2], block_q=64, block_k=32, local=40)
         vs = ops.build_vertical_slash_index(vertical, slash, q.shape[2], k.shape[2], block_q=64, block_k=32)
-        return mmi.sparse_attention(q, k, v, grid) + mmi.sparse_attention(q, k, v, vs)
+        vertical_score, slash_score = ops.estimate_vertical_slash_scores(q, k, last=16)
+        return mmi.sparse_attention(q, k, v, grid) + mmi.sparse_attention(q, k, v, vs) + vertical_score.sum()
 
     stride = torch.tensor([[7, 10, 3, 5]], dtype=torch.int32)
     phase = torch.tensor([[1, 0, 2, 4]], dtype=torch.int32)

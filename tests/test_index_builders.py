@@ -326,7 +326,8 @@ def _check_vs(case, r):
     index = ops.build_vertical_slash_index(v, s, seq_q, seq_k, block_q=block_q, block_k=block_k)
     batch, heads, nv, ns = v.shape[0], v.shape[1], v.shape[2], s.shape[2]
     nqb = ceil_div(seq_q, block_q)
-    assert tuple(index.kv_ranges.shape) == (batch, heads, nqb, ns, 2)
+    # Default capacity: min(NS, ceil(Sk / block_k)), which merged aligned bands never exceed.
+    assert tuple(index.kv_ranges.shape) == (batch, heads, nqb, min(ns, ceil_div(seq_k, block_k)), 2)
     assert tuple(index.kv_range_count.shape) == (batch, heads, nqb)
     assert tuple(index.kv_columns.shape) == (batch, heads, nqb, nv)
     assert tuple(index.kv_column_count.shape) == (batch, heads, nqb)

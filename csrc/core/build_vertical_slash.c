@@ -22,7 +22,7 @@ static int check_strictly_increasing(const int32_t *list, int64_t n, int64_t upp
 int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k,
                                    int64_t block_q, int64_t block_k, const int32_t *vertical,
                                    int64_t num_vertical, const int32_t *slash, int64_t num_slash,
-                                   int32_t *kv_ranges, int32_t *kv_range_count,
+                                   int64_t max_ranges, int32_t *kv_ranges, int32_t *kv_range_count,
                                    int32_t *kv_columns, int32_t *kv_column_count, mmi_error *err) {
   mmi_error_clear(err);
   if (batch < 1 || heads < 1)
@@ -41,12 +41,16 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
                          "num_vertical and num_slash must be >= 0, got %lld, %lld",
                          (long long)num_vertical, (long long)num_slash);
+  if (max_ranges < 0 || (num_slash > 0 && max_ranges < 1))
+    return mmi_error_set(err, MMI_ERR_INVALID_VALUE,
+                         "max_ranges must be >= 1 when slashes are given, got %lld",
+                         (long long)max_ranges);
   if (num_vertical > 0 && vertical == NULL)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "vertical is NULL");
   if (num_slash > 0 && slash == NULL)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "slash is NULL");
   if (kv_range_count == NULL || kv_column_count == NULL ||
-      (num_slash > 0 && kv_ranges == NULL) || (num_vertical > 0 && kv_columns == NULL))
+      (max_ranges > 0 && kv_ranges == NULL) || (num_vertical > 0 && kv_columns == NULL))
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "an output buffer is NULL");
 
   for (int64_t b = 0; b < batch; ++b) {
@@ -76,13 +80,20 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
       const int64_t a_lo = qb * block_q + offset;
       const int64_t limit = mmi__min64((qb + 1) * block_q, seq_q) + offset;
       const int64_t a_hi = limit - 1;
+      /* Largest distance first gives ascending starts, so normalising sorts in linear time. */
       for (int64_t s = 0; s < num_slash; ++s) {
-        ranges[s] = mmi__align_range(a_lo - s_list[s], a_hi - s_list[s] + 1, block_k, limit);
+        const int64_t d = s_list[num_slash - 1 - s];
+        ranges[s] = mmi__align_range(a_lo - d, a_hi - d + 1, block_k, limit);
       }
-      const int64_t n_ranges = mmi__normalize_ranges(ranges, num_slash);
+      int64_t n_ranges = mmi__normalize_ranges(ranges, num_slash);
+      if (n_ranges > max_ranges) {
+        /* Over capacity: the last kept range absorbs every later one (a superset of the keys). */
+        ranges[max_ranges - 1].end = ranges[n_ranges - 1].end;
+        n_ranges = max_ranges;
+      }
       const int64_t cell = bh * num_blocks + qb;
-      int32_t *out_ranges = kv_ranges != NULL ? kv_ranges + cell * num_slash * 2 : NULL;
-      for (int64_t r = 0; r < num_slash; ++r) {
+      int32_t *out_ranges = kv_ranges != NULL ? kv_ranges + cell * max_ranges * 2 : NULL;
+      for (int64_t r = 0; r < max_ranges; ++r) {
         out_ranges[2 * r] = r < n_ranges ? (int32_t)ranges[r].start : 0;
         out_ranges[2 * r + 1] = r < n_ranges ? (int32_t)ranges[r].end : 0;
       }

@@ -34,14 +34,16 @@ int mmi_build_a_shape_index(int64_t seq_q, int64_t seq_k, int64_t block_q, int64
  * diagonal distances d = query position + (Sk - Sq) - key position (slash lines, d >= 0).
  * For query block rows [qs, qe) (absolute positions a = qs + off .. qe - 1 + off, off = Sk - Sq), a
  * slash d covers keys [a_lo - d, a_hi - d], aligned outward, clipped to [0, qe + off); overlapping
- * slash ranges merge. Verticals v <= a_hi that fall in no range become columns.
+ * slash ranges merge. If more than `max_ranges` merged ranges remain, range max_ranges - 1 is
+ * extended to the end of the last one (a superset of the pattern, never a subset). Verticals
+ * v <= a_hi that fall in no range become columns.
  *   vertical  [B, H, NV] in [0, Sk),   slash [B, H, NS] in [0, Sk)
- *   kv_ranges [B, H, NQB, NS, 2], kv_range_count [B, H, NQB]
+ *   kv_ranges [B, H, NQB, max_ranges, 2], kv_range_count [B, H, NQB]
  *   kv_columns [B, H, NQB, NV],   kv_column_count [B, H, NQB] */
 int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k,
                                    int64_t block_q, int64_t block_k, const int32_t *vertical,
                                    int64_t num_vertical, const int32_t *slash, int64_t num_slash,
-                                   int32_t *kv_ranges, int32_t *kv_range_count,
+                                   int64_t max_ranges, int32_t *kv_ranges, int32_t *kv_range_count,
                                    int32_t *kv_columns, int32_t *kv_column_count, mmi_error *err);
 
 /* Grid parameters shared by all heads; stride and phase come per head. */

@@ -52,7 +52,7 @@ void check_head_list(const at::Tensor& t, const char* name) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_vertical_slash_index_cpu(
     const at::Tensor& vertical, const at::Tensor& slash, int64_t seq_q, int64_t seq_k,
-    int64_t block_q, int64_t block_k) {
+    int64_t block_q, int64_t block_k, int64_t max_ranges) {
   check_head_list(vertical, "vertical");
   check_head_list(slash, "slash");
   TORCH_CHECK_VALUE(vertical.size(0) == slash.size(0) && vertical.size(1) == slash.size(1),
@@ -63,14 +63,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_vertical_slash_
   const at::Tensor v = vertical.contiguous(), s = slash.contiguous();
   const int64_t batch = v.size(0), heads = v.size(1), nv = v.size(2), ns = s.size(2);
   const int64_t nqb = mmi_num_q_blocks(seq_q, block_q);
-  at::Tensor ranges = at::empty({batch, heads, nqb, ns, 2}, int32_cpu());
+  TORCH_CHECK_VALUE(max_ranges >= 0, "max_ranges must be >= 0, got ", max_ranges);
+  at::Tensor ranges = at::empty({batch, heads, nqb, max_ranges, 2}, int32_cpu());
   at::Tensor range_count = at::empty({batch, heads, nqb}, int32_cpu());
   at::Tensor columns = at::empty({batch, heads, nqb, nv}, int32_cpu());
   at::Tensor column_count = at::empty({batch, heads, nqb}, int32_cpu());
   mmi_error err;
   raise_on_error(mmi_build_vertical_slash_index(
                      batch, heads, seq_q, seq_k, block_q, block_k, v.data_ptr<int32_t>(), nv,
-                     s.data_ptr<int32_t>(), ns, ranges.data_ptr<int32_t>(),
+                     s.data_ptr<int32_t>(), ns, max_ranges, ranges.data_ptr<int32_t>(),
                      range_count.data_ptr<int32_t>(), columns.data_ptr<int32_t>(),
                      column_count.data_ptr<int32_t>(), &err),
                  err);
@@ -119,6 +120,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_grid_index_cpu(
   return {q_perm, k_perm, ranges, range_count};
 }
 
+std::tuple<at::Tensor, at::Tensor> estimate_vertical_slash_scores_cpu(const at::Tensor& q,
+                                                                      const at::Tensor& k,
+                                                                      int64_t last,
+                                                                      int64_t query_end,
+                                                                      double scale) {
+  const mmi_estimate_problem problem = make_estimate_problem(q, k, last, query_end, scale);
+  at::Tensor vertical = at::empty({q.size(0), q.size(1), k.size(2)}, q.options().dtype(at::kFloat));
+  at::Tensor slash = at::empty_like(vertical);
+  mmi_estimate_problem with_outputs = problem;
+  with_outputs.vertical_score = vertical.data_ptr<float>();
+  with_outputs.slash_score = slash.data_ptr<float>();
+  mmi_error err;
+  raise_on_error(
+      mmi_estimate_vertical_slash_scores_cpu(&with_outputs, at::get_num_threads(), &err), err);
+  return {vertical, slash};
+}
+
 std::tuple<at::Tensor, at::Tensor> build_modality_permutation_cpu(const at::Tensor& modality,
                                                                   int64_t num_modalities) {
   TORCH_CHECK_TYPE(modality.scalar_type() == at::kInt, "modality: dtype must be int32, got ",
@@ -146,6 +164,7 @@ TORCH_LIBRARY_IMPL(mminference, CPU, m) {
   m.impl("sparse_attention", &sparse_attention_cpu);
   m.impl("build_vertical_slash_index", &build_vertical_slash_index_cpu);
   m.impl("build_grid_index", &build_grid_index_cpu);
+  m.impl("estimate_vertical_slash_scores", &estimate_vertical_slash_scores_cpu);
   m.impl("build_modality_permutation", &build_modality_permutation_cpu);
 }
 

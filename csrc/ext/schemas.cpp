@@ -12,12 +12,15 @@ TORCH_LIBRARY(mminference, m) {
       "-> (Tensor kv_ranges, Tensor kv_range_count)");
   m.def(
       "build_vertical_slash_index(Tensor vertical, Tensor slash, int seq_q, int seq_k, "
-      "int block_q, int block_k) -> (Tensor kv_ranges, Tensor kv_range_count, Tensor kv_columns, "
-      "Tensor kv_column_count)");
+      "int block_q, int block_k, int max_ranges) -> (Tensor kv_ranges, Tensor kv_range_count, "
+      "Tensor kv_columns, Tensor kv_column_count)");
   m.def(
       "build_grid_index(Tensor stride, Tensor phase, int seq, int block_q, int block_k, "
       "int span_start, int span_end, int sink, int local, bool use_hlines, bool use_vlines) "
       "-> (Tensor q_perm, Tensor k_perm, Tensor kv_ranges, Tensor kv_range_count)");
+  m.def(
+      "estimate_vertical_slash_scores(Tensor q, Tensor k, int last, int query_end, float scale) "
+      "-> (Tensor vertical_score, Tensor slash_score)");
   m.def(
       "build_modality_permutation(Tensor modality, int num_modalities) "
       "-> (Tensor perm, Tensor segment_offsets)");

@@ -64,30 +64,34 @@ std::pair<int64_t, int64_t> check_index_tensor(const at::Tensor& t, const char* 
   return {t.size(0) == 1 ? 0 : t.stride(0), t.size(1) == 1 ? 0 : t.stride(1)};
 }
 
-static void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+static void check_qk(const at::Tensor& q, const at::Tensor& k) {
   TORCH_CHECK_VALUE(q.dim() == 4, "q: expected 4 dims (batch, heads, seq, head_dim), got shape ",
                     q.sizes());
   TORCH_CHECK_VALUE(k.dim() == 4, "k: expected 4 dims (batch, heads, seq, head_dim), got shape ",
                     k.sizes());
-  TORCH_CHECK_VALUE(v.dim() == 4, "v: expected 4 dims (batch, heads, seq, head_dim), got shape ",
-                    v.sizes());
   TORCH_CHECK_VALUE(k.device() == q.device(), "k: device ", k.device(), " differs from q's ",
                     q.device());
-  TORCH_CHECK_VALUE(v.device() == q.device(), "v: device ", v.device(), " differs from q's ",
-                    q.device());
-  TORCH_CHECK_VALUE(k.sizes() == v.sizes(), "v: shape ", v.sizes(), " differs from k's ",
-                    k.sizes());
   TORCH_CHECK_VALUE(k.size(0) == q.size(0), "k: batch ", k.size(0), " differs from q's ",
                     q.size(0));
   TORCH_CHECK_VALUE(k.size(3) == q.size(3), "k: head_dim ", k.size(3), " differs from q's ",
                     q.size(3));
+  TORCH_CHECK_VALUE(q.size(0) > 0, "q: batch must be > 0");
   TORCH_CHECK_VALUE(q.size(2) > 0, "q: sequence length must be > 0");
   TORCH_CHECK_VALUE(k.size(2) > 0, "k: sequence length must be > 0");
-  TORCH_CHECK_VALUE(q.size(0) > 0, "q: batch must be > 0");
   TORCH_CHECK_VALUE(q.stride(3) == 1, "q: head_dim must be contiguous (stride 1), got strides ",
                     q.strides());
   TORCH_CHECK_VALUE(k.stride(3) == 1, "k: head_dim must be contiguous (stride 1), got strides ",
                     k.strides());
+}
+
+static void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  check_qk(q, k);
+  TORCH_CHECK_VALUE(v.dim() == 4, "v: expected 4 dims (batch, heads, seq, head_dim), got shape ",
+                    v.sizes());
+  TORCH_CHECK_VALUE(v.device() == q.device(), "v: device ", v.device(), " differs from q's ",
+                    q.device());
+  TORCH_CHECK_VALUE(k.sizes() == v.sizes(), "v: shape ", v.sizes(), " differs from k's ",
+                    k.sizes());
   TORCH_CHECK_VALUE(v.stride(3) == 1, "v: head_dim must be contiguous (stride 1), got strides ",
                     v.strides());
 }
@@ -164,6 +168,33 @@ mmi_attention_problem make_attention_problem(
     ix.k_perm = k_perm->data_ptr<int32_t>();
     ix.k_perm_stride_b = strides.first, ix.k_perm_stride_h = strides.second;
   }
+  return p;
+}
+
+mmi_estimate_problem make_estimate_problem(const at::Tensor& q, const at::Tensor& k, int64_t last,
+                                           int64_t query_end, double scale) {
+  check_qk(q, k);
+  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type(), "k: dtype ", k.scalar_type(),
+                   " differs from q's ", q.scalar_type());
+  mmi_estimate_problem p{};
+  p.dtype = attention_dtype(q, k, k);
+  p.batch = q.size(0);
+  p.q_heads = q.size(1);
+  p.kv_heads = k.size(1);
+  p.seq_q = q.size(2);
+  p.seq_k = k.size(2);
+  p.head_dim = q.size(3);
+  p.q = q.data_ptr();
+  p.q_stride_b = q.stride(0), p.q_stride_h = q.stride(1), p.q_stride_s = q.stride(2);
+  p.k = k.data_ptr();
+  p.k_stride_b = k.stride(0), p.k_stride_h = k.stride(1), p.k_stride_s = k.stride(2);
+  p.last = last;
+  p.query_end = query_end;
+  p.scale = static_cast<float>(scale);
+  p.vertical_score = nullptr;
+  p.slash_score = nullptr;
+  mmi_error err;
+  raise_on_error(mmi_estimate_check(&p, &err), err);
   return p;
 }
 

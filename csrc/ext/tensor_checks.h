@@ -29,6 +29,10 @@ mmi_attention_problem make_attention_problem(
     const std::optional<at::Tensor>& k_perm, int64_t block_q, bool causal, double scale,
     const at::Tensor& out, const at::Tensor& lse);
 
+// Validates q/k for last-query estimation and fills an mmi_estimate_problem (outputs left NULL).
+mmi_estimate_problem make_estimate_problem(const at::Tensor& q, const at::Tensor& k, int64_t last,
+                                           int64_t query_end, double scale);
+
 // Output of sparse_attention: [B, Hq, Sq, D] viewed over a (B, Sq, Hq, D) contiguous buffer, the
 // layout transformers expects back from an attention function (a free transpose away).
 at::Tensor empty_attention_output(const at::Tensor& q);
