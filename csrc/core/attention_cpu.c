@@ -97,9 +97,16 @@ typedef struct block_task {
   int64_t rows;
 } block_task;
 
+/* AVX2+FMA clone where the CPU has it (chosen once at load time), baseline x86-64 otherwise. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MMI_NO_TARGET_CLONES)
+#define MMI__VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define MMI__VECTOR_CLONES
+#endif
+
 /* Folds keys at slots `slots[0:n]` (or the contiguous run first..first+n when slots is NULL) into
  * the running softmax state of the block. */
-static void attend_chunk(const block_task *t, block_scratch *s, const int32_t *slots,
+MMI__VECTOR_CLONES static void attend_chunk(const block_task *t, block_scratch *s, const int32_t *slots,
                          int64_t first, int64_t n) {
   const mmi_attention_problem *p = t->p;
   const int64_t dim = p->head_dim;
