@@ -122,3 +122,14 @@ def test_non_contiguous_head_dim_is_rejected():
     q_strided = torch.randn(1, 4, 100, 128)[..., ::2]
     with pytest.raises(ValueError, match="q: head_dim must be contiguous"):
         _call(q_strided, k, v, index)
+
+
+def test_differently_broadcast_index_arrays_are_checked_pair_by_pair():
+    # kv_ranges per head, kv_range_count per batch: the pair met at (b=1, h=1) must be checked too.
+    q = torch.randn(2, 2, 64, 64)
+    k = v = torch.randn(2, 2, 64, 64)
+    ranges = torch.tensor([[0, 64], [-1000, 1000]], dtype=torch.int32).reshape(1, 2, 1, 1, 2)
+    count = torch.tensor([0, 1], dtype=torch.int32).reshape(2, 1, 1)
+    index = mmi.SparseIndex.from_ranges(64, ranges, count)
+    with pytest.raises(ValueError, match=r"kv_ranges\[1, 1, 0, 0\]"):
+        _call(q, k, v, index)

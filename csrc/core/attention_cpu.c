@@ -179,8 +179,9 @@ static void run_block(const mmi_attention_problem *p, int64_t task, block_scratc
 
   const int32_t n_ranges =
       ix->kv_range_count[b * ix->kv_range_count_stride_b + h * ix->kv_range_count_stride_h + qb];
-  const int32_t *ranges = ix->kv_ranges + b * ix->kv_ranges_stride_b +
-                          h * ix->kv_ranges_stride_h + qb * ix->max_ranges * 2;
+  const int32_t *ranges = ix->max_ranges > 0 ? ix->kv_ranges + b * ix->kv_ranges_stride_b +
+                                                   h * ix->kv_ranges_stride_h + qb * ix->max_ranges * 2
+                                             : NULL; /* n_ranges is 0 then */
   for (int32_t r = 0; r < n_ranges; ++r)
     for (int64_t start = ranges[2 * r]; start < ranges[2 * r + 1]; start += KEY_CHUNK)
       attend_chunk(&t, s, NULL, start, mmi__min64(KEY_CHUNK, ranges[2 * r + 1] - start));

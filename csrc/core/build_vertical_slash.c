@@ -56,11 +56,14 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
       const int64_t bh = b * heads + h;
-      status = check_strictly_increasing(vertical + bh * num_vertical, num_vertical, seq_k,
-                                         "vertical", b, h, err);
+      status = num_vertical == 0 ? MMI_OK
+                                 : check_strictly_increasing(vertical + bh * num_vertical,
+                                                             num_vertical, seq_k, "vertical", b, h,
+                                                             err);
       if (status != MMI_OK) return status;
-      status = check_strictly_increasing(slash + bh * num_slash, num_slash, seq_k, "slash", b, h,
-                                         err);
+      status = num_slash == 0 ? MMI_OK
+                              : check_strictly_increasing(slash + bh * num_slash, num_slash, seq_k,
+                                                          "slash", b, h, err);
       if (status != MMI_OK) return status;
     }
   }
@@ -74,8 +77,9 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
   const int64_t offset = seq_k - seq_q;
   const int64_t num_blocks = mmi_num_q_blocks(seq_q, block_q);
   for (int64_t bh = 0; bh < batch * heads; ++bh) {
-    const int32_t *v_list = vertical + bh * num_vertical;
-    const int32_t *s_list = slash + bh * num_slash;
+    /* Empty lists may come as NULL (empty tensors): no pointer arithmetic on them. */
+    const int32_t *v_list = num_vertical > 0 ? vertical + bh * num_vertical : NULL;
+    const int32_t *s_list = num_slash > 0 ? slash + bh * num_slash : NULL;
     for (int64_t qb = 0; qb < num_blocks; ++qb) {
       const int64_t a_lo = qb * block_q + offset;
       const int64_t limit = mmi__min64((qb + 1) * block_q, seq_q) + offset;

@@ -14,7 +14,8 @@ typedef struct mmi__range {
 
 static inline int64_t mmi__min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t mmi__max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static inline int64_t mmi__ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/* ceil(a / b) for a >= 0, b > 0, without the overflow of (a + b - 1) / b near INT64_MAX. */
+static inline int64_t mmi__ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 /* Floor division that is correct for negative numerators (b > 0). */
 static inline int64_t mmi__floor_div(int64_t a, int64_t b) {

@@ -96,8 +96,10 @@ static int check_block(const mmi_attention_problem *p, int64_t b, int64_t h, int
                          "kv_range_count[%lld, %lld, %lld] = %d is outside [0, %lld]",
                          (long long)b, (long long)h, (long long)qb, n_ranges,
                          (long long)ix->max_ranges);
-  const int32_t *ranges = ix->kv_ranges + b * ix->kv_ranges_stride_b +
-                          h * ix->kv_ranges_stride_h + qb * ix->max_ranges * 2;
+  /* kv_ranges may be NULL when R == 0: no pointer arithmetic on it then. */
+  const int32_t *ranges = ix->max_ranges > 0 ? ix->kv_ranges + b * ix->kv_ranges_stride_b +
+                                                   h * ix->kv_ranges_stride_h + qb * ix->max_ranges * 2
+                                             : NULL;
   for (int32_t r = 0; r < n_ranges; ++r) {
     const int32_t start = ranges[2 * r], end = ranges[2 * r + 1];
     if (start < 0 || end > p->seq_k || start > end)
@@ -157,11 +159,13 @@ int mmi_sparse_attention_check(const mmi_attention_problem *p, mmi_error *err) {
   for (int64_t b = 0; b < p->batch; ++b)
     for (int64_t h = 0; h < p->q_heads; ++h)
       for (int64_t qb = 0; qb < ix->num_q_blocks; ++qb) {
-        if (is_broadcast_repeat(b, h, ix->kv_ranges_stride_b, ix->kv_ranges_stride_h) &&
-            is_broadcast_repeat(b, h, ix->kv_range_count_stride_b, ix->kv_range_count_stride_h) &&
-            is_broadcast_repeat(b, h, ix->kv_columns_stride_b, ix->kv_columns_stride_h) &&
-            is_broadcast_repeat(b, h, ix->kv_column_count_stride_b, ix->kv_column_count_stride_h))
-          continue;
+        /* (b, h) repeats an earlier pair only if every block array broadcasts over the same dim:
+         * arrays broadcast over different dims combine into pairs that were never checked. */
+        const int all_b_broadcast = ix->kv_ranges_stride_b == 0 && ix->kv_range_count_stride_b == 0 &&
+                                    ix->kv_columns_stride_b == 0 && ix->kv_column_count_stride_b == 0;
+        const int all_h_broadcast = ix->kv_ranges_stride_h == 0 && ix->kv_range_count_stride_h == 0 &&
+                                    ix->kv_columns_stride_h == 0 && ix->kv_column_count_stride_h == 0;
+        if ((b > 0 && all_b_broadcast) || (h > 0 && all_h_broadcast)) continue;
         status = check_block(p, b, h, qb, err);
         if (status != MMI_OK) return status;
       }
