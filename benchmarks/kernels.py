@@ -116,7 +116,7 @@ def bench_seq(seq: int, args) -> list[dict]:
 
     budget = 3000 if seq <= 131072 else 1
     for name, backend in [("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa_flash", SDPBackend.FLASH_ATTENTION)]:
-        if seq > args.dense_max_seq:
+        if seq > args.dense_max_seq or name not in args.baselines:
             continue
         try:
             record(name, "dense", cuda_median_ms(lambda: dense_sdpa(q, k, v, backend), budget_ms=budget))
@@ -132,6 +132,8 @@ def bench_seq(seq: int, args) -> list[dict]:
         kept = index.computed_pairs(seq) * heads_factor * 4.0 * HEAD_DIM
         record("mminference", pattern, cuda_median_ms(lambda: mmi.sparse_attention(q, k, v, index), budget_ms=budget),
                index_ms=index_ms, kept_flops=kept)
+        if "flex" not in args.baselines:
+            continue
         if pattern == "grid":
             perm = index.q_perm[0, 0].long()
             gather_ms = cuda_median_ms(lambda: (q[:, :, perm], k[:, :, perm], v[:, :, perm]), budget_ms=500)
@@ -182,6 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seqs", type=int, nargs="+", default=[32768, 131072, 262144, 524288, 1048576])
     parser.add_argument("--patterns", nargs="+", default=["full", "a_shape", "vertical_slash", "grid"])
+    parser.add_argument("--baselines", nargs="+", default=["sdpa_cudnn", "sdpa_flash", "flex"])
     parser.add_argument("--dense-max-seq", type=int, default=1 << 20)
     parser.add_argument("--flex-original-grid-max-seq", type=int, default=131072)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))

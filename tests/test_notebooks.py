@@ -3,9 +3,10 @@
 import os
 import re
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+nbformat = pytest.importorskip("nbformat")
+NotebookClient = pytest.importorskip("nbclient").NotebookClient
 
 NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
 

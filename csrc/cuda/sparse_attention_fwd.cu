@@ -1,0 +1,188 @@
+// C entry point of the CUDA forward: host-side checks of sizes, then dispatch over
+// (dtype, head_dim, block_q) to a kernel instantiation (kernel_traits.cuh).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernel_traits.cuh"
+#include "mmi_cuda.h"
+#include "ptx_primitives.cuh"
+#include "sparse_attention_launch.cuh"
+
+namespace {
+
+using mmi_cuda::Bfloat16;
+using mmi_cuda::DefaultTraits;
+using mmi_cuda::Float16;
+
+// Slots are int32 and the kernel adds up to one block and one key tile to them.
+constexpr int64_t kMaxSequence = INT32_MAX - 256;
+constexpr int64_t kMaxCapacity = INT32_MAX / 2;
+// Row addresses are computed as position * (seq stride in bytes) with 32-bit factors.
+constexpr int64_t kMaxSequenceStride = INT32_MAX;
+
+const char* dtype_name(mmi_dtype dtype) {
+  switch (dtype) {
+    case MMI_DTYPE_FLOAT32: return "float32";
+    case MMI_DTYPE_FLOAT16: return "float16";
+    case MMI_DTYPE_BFLOAT16: return "bfloat16";
+  }
+  return "unknown";
+}
+
+// 16-byte cp.async / vector stores need 16-byte aligned rows.
+int check_rows_aligned(const void* data, int64_t stride_b, int64_t stride_h, int64_t stride_s,
+                       const char* name, mmi_error* err) {
+  if (reinterpret_cast<uintptr_t>(data) % 16 != 0)
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "%s: data pointer must be 16-byte aligned for the CUDA kernel", name);
+  if (stride_s < 0 || stride_s > kMaxSequenceStride)
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "%s: seq stride %lld is outside [0, %lld] elements for the CUDA kernel",
+                         name, (long long)stride_s, (long long)kMaxSequenceStride);
+  if (stride_b % 8 != 0 || stride_h % 8 != 0 || stride_s % 8 != 0)
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "%s: batch/head/seq strides (%lld, %lld, %lld) must be multiples of 8 "
+                         "elements for the CUDA kernel",
+                         name, (long long)stride_b, (long long)stride_h, (long long)stride_s);
+  return MMI_OK;
+}
+
+int check_problem(const mmi_attention_problem* p, mmi_error* err) {
+  if (p == nullptr) return mmi_error_set(err, MMI_ERR_NULL_POINTER, "problem is NULL");
+  if (p->dtype != MMI_DTYPE_FLOAT16 && p->dtype != MMI_DTYPE_BFLOAT16)
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "q: dtype %s is not supported by the CUDA kernel (float16, bfloat16)",
+                         dtype_name(p->dtype));
+  if (p->batch < 1)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "q: batch must be >= 1, got %lld",
+                         (long long)p->batch);
+  if (p->q_heads < 1 || p->kv_heads < 1 || p->q_heads % p->kv_heads != 0)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
+                         "k: query heads (%lld) must be a positive multiple of key/value heads "
+                         "(%lld)",
+                         (long long)p->q_heads, (long long)p->kv_heads);
+  if (p->seq_q < 1 || p->seq_q > kMaxSequence)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
+                         "q: sequence length must be in [1, %lld], got %lld",
+                         (long long)kMaxSequence, (long long)p->seq_q);
+  if (p->seq_k < 1 || p->seq_k > kMaxSequence)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
+                         "k: sequence length must be in [1, %lld], got %lld",
+                         (long long)kMaxSequence, (long long)p->seq_k);
+  if (p->causal && p->seq_k < p->seq_q)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
+                         "k: causal attention needs seq_k >= seq_q, got %lld < %lld",
+                         (long long)p->seq_k, (long long)p->seq_q);
+  if (!mmi_head_dim_supported(p->head_dim))
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "q: head_dim %lld is not supported (supported: 64, 80, 96, 128)",
+                         (long long)p->head_dim);
+  if (p->q == nullptr || p->k == nullptr || p->v == nullptr || p->out == nullptr)
+    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "q, k, v and out must be non-NULL");
+  int status = check_rows_aligned(p->q, p->q_stride_b, p->q_stride_h, p->q_stride_s, "q", err);
+  if (status == MMI_OK)
+    status = check_rows_aligned(p->k, p->k_stride_b, p->k_stride_h, p->k_stride_s, "k", err);
+  if (status == MMI_OK)
+    status = check_rows_aligned(p->v, p->v_stride_b, p->v_stride_h, p->v_stride_s, "v", err);
+  if (status == MMI_OK)
+    status =
+        check_rows_aligned(p->out, p->out_stride_b, p->out_stride_h, p->out_stride_s, "out", err);
+  if (status != MMI_OK) return status;
+
+  const mmi_sparse_index& ix = p->index;
+  if (ix.block_q != 64 && ix.block_q != 128)
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "block_q %lld is not supported by the CUDA kernel (64, 128)",
+                         (long long)ix.block_q);
+  const int64_t nqb = (p->seq_q + ix.block_q - 1) / ix.block_q;
+  if (ix.num_q_blocks != nqb)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
+                         "kv_ranges: %lld query blocks, but ceil(seq_q %lld / block_q %lld) = %lld",
+                         (long long)ix.num_q_blocks, (long long)p->seq_q, (long long)ix.block_q,
+                         (long long)nqb);
+  if (ix.max_ranges < 0 || ix.max_ranges > kMaxCapacity)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "kv_ranges: capacity %lld is outside [0, %lld]",
+                         (long long)ix.max_ranges, (long long)kMaxCapacity);
+  if (ix.max_columns < 0 || ix.max_columns > kMaxCapacity)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
+                         "kv_columns: capacity %lld is outside [0, %lld]",
+                         (long long)ix.max_columns, (long long)kMaxCapacity);
+  if (ix.kv_range_count == nullptr)
+    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "kv_range_count is NULL");
+  if (ix.kv_ranges == nullptr && ix.max_ranges > 0)
+    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "kv_ranges is NULL");
+  if (ix.max_columns > 0 && (ix.kv_columns == nullptr || ix.kv_column_count == nullptr))
+    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "kv_columns or kv_column_count is NULL");
+  if (p->batch * p->q_heads * nqb > INT32_MAX)
+    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
+                         "q: batch %lld x heads %lld x query blocks %lld exceeds the CUDA grid "
+                         "limit 2^31 - 1",
+                         (long long)p->batch, (long long)p->q_heads, (long long)nqb);
+  return MMI_OK;
+}
+
+int device_error(cudaError_t status, const char* what, mmi_error* err) {
+  return mmi_error_set(err, MMI_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(status));
+}
+
+template <class Traits, class Element>
+int run(const mmi_attention_problem& p, int device, cudaStream_t stream, mmi_error* err) {
+  int shared_limit = 0;
+  cudaError_t status =
+      cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (status != cudaSuccess) return device_error(status, "cudaDeviceGetAttribute", err);
+  if (shared_limit < mmi_cuda::shared_bytes<Traits>())
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "block_q %d with head_dim %d needs %d bytes of shared memory per block; "
+                         "device %d offers %d",
+                         Traits::kBlockQ, Traits::kHeadDim, mmi_cuda::shared_bytes<Traits>(),
+                         device, shared_limit);
+  status = mmi_cuda::launch_sparse_attention<Traits, Element>(p, device, stream);
+  if (status != cudaSuccess) return device_error(status, "sparse attention kernel launch", err);
+  return MMI_OK;
+}
+
+template <class Element, int kHeadDim>
+int dispatch_block_q(const mmi_attention_problem& p, int device, cudaStream_t stream,
+                     mmi_error* err) {
+  if (p.index.block_q == 128)
+    return run<typename DefaultTraits<kHeadDim, 128>::type, Element>(p, device, stream, err);
+  return run<typename DefaultTraits<kHeadDim, 64>::type, Element>(p, device, stream, err);
+}
+
+template <class Element>
+int dispatch_head_dim(const mmi_attention_problem& p, int device, cudaStream_t stream,
+                      mmi_error* err) {
+  switch (p.head_dim) {
+    case 64: return dispatch_block_q<Element, 64>(p, device, stream, err);
+    case 80: return dispatch_block_q<Element, 80>(p, device, stream, err);
+    case 96: return dispatch_block_q<Element, 96>(p, device, stream, err);
+    default: return dispatch_block_q<Element, 128>(p, device, stream, err);
+  }
+}
+
+}  // namespace
+
+extern "C" int mmi_sparse_attention_forward_cuda(const mmi_attention_problem* problem,
+                                                 void* stream, mmi_error* err) {
+  mmi_error_clear(err);
+  const int status = check_problem(problem, err);
+  if (status != MMI_OK) return status;
+
+  int device = 0;
+  cudaError_t cuda_status = cudaGetDevice(&device);
+  if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaGetDevice", err);
+  int major = 0;
+  cuda_status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaDeviceGetAttribute", err);
+  if (major < 8)
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "device %d has compute capability %d.x; the CUDA kernel needs 8.0 or newer",
+                         device, major);
+
+  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
+  if (problem->dtype == MMI_DTYPE_BFLOAT16)
+    return dispatch_head_dim<Bfloat16>(*problem, device, cuda_stream, err);
+  return dispatch_head_dim<Float16>(*problem, device, cuda_stream, err);
+}

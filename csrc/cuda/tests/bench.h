@@ -1,0 +1,161 @@
+// Timing mode: full-density causal attention (one range per query block up to its causal limit),
+// B = 1, Hq = 28, Hkv = 4, D = 128, bfloat16, block_q 128, q/k/v/out stored (B, S, H, D).
+// Times the C entry point (the shipped configuration) and, for comparison, alternative tile
+// configurations of the same kernel launched directly.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "device_run.h"
+#include "sparse_attention_launch.cuh"
+
+namespace harness {
+
+// Deterministic pseudo-random bf16 values in about [-2, 2), never zero.
+__global__ void fill_bf16(uint16_t* data, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 15;
+    x *= 2246822519u;
+    x ^= x >> 13;
+    const float value = (static_cast<float>(x >> 8) + 0.5f) * (4.f / 16777216.f) - 2.f;
+    const __nv_bfloat16 b = __float2bfloat16(value);
+    data[i] = *reinterpret_cast<const uint16_t*>(&b);
+  }
+}
+
+inline double median_ms(const std::function<void()>& launch, int warmup, int repeats) {
+  cudaEvent_t start, stop;
+  HARNESS_CUDA_CHECK(cudaEventCreate(&start));
+  HARNESS_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < warmup; ++i) launch();
+  HARNESS_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> times;
+  for (int i = 0; i < repeats; ++i) {
+    HARNESS_CUDA_CHECK(cudaEventRecord(start));
+    launch();
+    HARNESS_CUDA_CHECK(cudaEventRecord(stop));
+    HARNESS_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    HARNESS_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// One candidate launch of a problem: returns the CUDA status.
+using Launcher = std::function<cudaError_t(const mmi_attention_problem&)>;
+
+template <class Traits>
+Launcher direct_launcher() {
+  return [](const mmi_attention_problem& p) {
+    int device = 0;
+    cudaGetDevice(&device);
+    return mmi_cuda::launch_sparse_attention<Traits, mmi_cuda::Bfloat16>(p, device, nullptr);
+  };
+}
+
+inline int run_bench() {
+  constexpr int64_t kHeads = 28, kKvHeads = 4, kDim = 128, kBlockQ = 128;
+  struct Variant {
+    const char* name;
+    Launcher launch;
+  };
+  const Variant variants[] = {
+      {"shipped (4 warps x 32 rows, Q smem)",
+       [](const mmi_attention_problem& p) {
+         mmi_error err;
+         return mmi_sparse_attention_forward_cuda(&p, nullptr, &err) == MMI_OK
+                    ? cudaSuccess
+                    : cudaErrorInvalidValue;
+       }},
+      {"8 warps x 16 rows, Q regs", direct_launcher<mmi_cuda::KernelTraits<128, 128, 8, true, 1>>()},
+  };
+
+  cudaDeviceProp prop;
+  int device = 0;
+  HARNESS_CUDA_CHECK(cudaGetDevice(&device));
+  HARNESS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  std::printf("B=1 Hq=%lld Hkv=%lld D=%lld bf16 block_q=%lld, full density, median of 20\n",
+              (long long)kHeads, (long long)kKvHeads, (long long)kDim, (long long)kBlockQ);
+
+  for (const int64_t seq : {16384, 32768}) {
+    for (const bool causal : {true, false}) {
+      if (!causal && seq != 16384) continue;
+      const TensorLayout q_layout = TensorLayout::make(1, kHeads, seq, kDim, true);
+      const TensorLayout kv_layout = TensorLayout::make(1, kKvHeads, seq, kDim, true);
+      DeviceBuffer<uint16_t> q, k, v, out;
+      DeviceBuffer<float> lse;
+      q.allocate(q_layout.elements);
+      k.allocate(kv_layout.elements);
+      v.allocate(kv_layout.elements);
+      out.allocate(q_layout.elements);
+      lse.allocate(kHeads * seq);
+      fill_bf16<<<1024, 256>>>(q.get(), q_layout.elements, 1);
+      fill_bf16<<<1024, 256>>>(k.get(), kv_layout.elements, 2);
+      fill_bf16<<<1024, 256>>>(v.get(), kv_layout.elements, 3);
+      HARNESS_CUDA_CHECK(cudaGetLastError());
+
+      // One range per query block, [0, causal limit of its last row), shared by all heads.
+      const int64_t nqb = (seq + kBlockQ - 1) / kBlockQ;
+      std::vector<int32_t> ranges(nqb * 2), counts(nqb, 1);
+      for (int64_t qb = 0; qb < nqb; ++qb) {
+        ranges[2 * qb] = 0;
+        ranges[2 * qb + 1] = static_cast<int32_t>(causal ? std::min((qb + 1) * kBlockQ, seq) : seq);
+      }
+      DeviceBuffer<int32_t> d_ranges(ranges), d_counts(counts);
+
+      mmi_attention_problem p{};
+      p.dtype = MMI_DTYPE_BFLOAT16;
+      p.batch = 1;
+      p.q_heads = kHeads;
+      p.kv_heads = kKvHeads;
+      p.seq_q = p.seq_k = seq;
+      p.head_dim = kDim;
+      p.q = q.get();
+      p.k = k.get();
+      p.v = v.get();
+      p.out = out.get();
+      p.lse = lse.get();
+      p.q_stride_b = p.out_stride_b = q_layout.stride_b;
+      p.q_stride_h = p.out_stride_h = q_layout.stride_h;
+      p.q_stride_s = p.out_stride_s = q_layout.stride_s;
+      p.k_stride_b = p.v_stride_b = kv_layout.stride_b;
+      p.k_stride_h = p.v_stride_h = kv_layout.stride_h;
+      p.k_stride_s = p.v_stride_s = kv_layout.stride_s;
+      p.scale = 1.f / std::sqrt(static_cast<float>(kDim));
+      p.causal = causal ? 1 : 0;
+      p.index.block_q = kBlockQ;
+      p.index.num_q_blocks = nqb;
+      p.index.max_ranges = 1;
+      p.index.kv_ranges = d_ranges.get();
+      p.index.kv_range_count = d_counts.get();
+
+      const double flops = (causal ? 2.0 : 4.0) * seq * seq * kDim * kHeads;
+      for (const Variant& variant : variants) {
+        if (variant.launch(p) != cudaSuccess) {
+          std::printf("  %-38s failed to launch: %s\n", variant.name,
+                      cudaGetErrorString(cudaGetLastError()));
+          continue;
+        }
+        const double ms = median_ms([&] { variant.launch(p); }, 3, 20);
+        HARNESS_CUDA_CHECK(cudaGetLastError());
+        std::printf("S=%-6lld %-10s %-38s %9.3f ms %7.1f TFLOP/s\n", (long long)seq,
+                    causal ? "causal" : "non-causal", variant.name, ms, flops / (ms * 1e-3) / 1e12);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace harness
