@@ -23,8 +23,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mminference as mmi  # noqa: E402
-from mminference import ops  # noqa: E402
+from mminference import estimate, ops  # noqa: E402
 from timing import cuda_median_ms  # noqa: E402
 
 Q_HEADS, KV_HEADS, HEAD_DIM = 28, 4, 128
@@ -72,6 +73,26 @@ def build_indexes(seq: int, device) -> dict[str, tuple[mmi.SparseIndex, float]]:
         ms = cuda_median_ms(lambda: fn().to("cuda"), budget_ms=500)
         out[name] = (fn().to("cuda"), ms)
     return out
+
+
+def online_index_ms(pattern: str, q: torch.Tensor, k: torch.Tensor) -> float | None:
+    """Time of building the pattern's index from the input itself, as at run time: last-64-query
+    estimation, top-k or stride detection, then the builder (None for static patterns)."""
+    seq = q.shape[2]
+    if pattern == "vertical_slash":
+        def build():
+            vertical_score, slash_score = ops.estimate_vertical_slash_scores(q, k)
+            vertical, slash = estimate.vertical_slash_from_scores(vertical_score, slash_score, NUM_VERTICAL, NUM_SLASH)
+            return ops.build_vertical_slash_index(vertical, slash, seq, seq, block_q=BLOCK_Q, block_k=BLOCK_K,
+                                                  max_ranges=8)
+    elif pattern == "grid":
+        def build():
+            column_mass, _ = ops.estimate_vertical_slash_scores(q, k)
+            stride, phase = estimate.grid_from_scores(column_mass, (0, seq), [64, 128, 256, 512, 1024])
+            return ops.build_grid_index(stride, phase, seq, block_q=BLOCK_Q, block_k=BLOCK_K, local=GRID_LOCAL)
+    else:
+        return None
+    return cuda_median_ms(build, budget_ms=500)
 
 
 def flex_mask_mod(pattern: str, seq: int, device, perm: torch.Tensor | None = None):
@@ -130,9 +151,11 @@ def bench_seq(seq: int, args) -> list[dict]:
         index, index_ms = indexes[pattern]
         heads_factor = Q_HEADS if index.kv_ranges.shape[1] == 1 else 1
         kept = index.computed_pairs(seq) * heads_factor * 4.0 * HEAD_DIM
+        online_ms = online_index_ms(pattern, q, k)
         record("mminference", pattern, cuda_median_ms(lambda: mmi.sparse_attention(q, k, v, index), budget_ms=budget),
-               index_ms=index_ms, kept_flops=kept)
-        if "flex" not in args.baselines:
+               index_ms=index_ms if online_ms is None else online_ms, kept_flops=kept,
+               note="" if online_ms is None else "index = online estimation + top-k/stride + build")
+        if "flex" not in args.baselines or (args.flex_seqs and seq not in args.flex_seqs):
             continue
         if pattern == "grid":
             perm = index.q_perm[0, 0].long()
@@ -185,6 +208,8 @@ def main() -> None:
     parser.add_argument("--seqs", type=int, nargs="+", default=[32768, 131072, 262144, 524288, 1048576])
     parser.add_argument("--patterns", nargs="+", default=["full", "a_shape", "vertical_slash", "grid"])
     parser.add_argument("--baselines", nargs="+", default=["sdpa_cudnn", "sdpa_flash", "flex"])
+    parser.add_argument("--flex-seqs", type=int, nargs="*", default=None,
+                        help="sequence lengths at which to run FlexAttention (default: all)")
     parser.add_argument("--dense-max-seq", type=int, default=1 << 20)
     parser.add_argument("--flex-original-grid-max-seq", type=int, default=131072)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
