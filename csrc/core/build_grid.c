@@ -23,7 +23,9 @@ static int64_t others_below(const grid_lines *g, int64_t x, int64_t seq) {
   return x - lines_below(g, x);
 }
 
-static int check_options(const mmi_grid_options *o, mmi_error *err) {
+int mmi_grid_check_options(const mmi_grid_options *o, mmi_error *err) {
+  mmi_error_clear(err);
+  if (o == NULL) return mmi_error_set(err, MMI_ERR_NULL_POINTER, "options is NULL");
   if (o->seq < 1 || !mmi__fits_int32(o->seq))
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "seq must be in [1, 2^31), got %lld",
                          (long long)o->seq);
@@ -56,7 +58,7 @@ int mmi_build_grid_index(int64_t batch, int64_t heads, const mmi_grid_options *o
   if (batch < 1 || heads < 1)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "batch and heads must be >= 1, got %lld, %lld",
                          (long long)batch, (long long)heads);
-  int status = check_options(options, err);
+  int status = mmi_grid_check_options(options, err);
   if (status != MMI_OK) return status;
 
   const int64_t seq = options->seq;

@@ -19,11 +19,9 @@ static int check_strictly_increasing(const int32_t *list, int64_t n, int64_t upp
   return MMI_OK;
 }
 
-int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k,
-                                   int64_t block_q, int64_t block_k, const int32_t *vertical,
-                                   int64_t num_vertical, const int32_t *slash, int64_t num_slash,
-                                   int64_t max_ranges, int32_t *kv_ranges, int32_t *kv_range_count,
-                                   int32_t *kv_columns, int32_t *kv_column_count, mmi_error *err) {
+int mmi_vertical_slash_check_args(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k,
+                                  int64_t block_q, int64_t block_k, int64_t num_vertical,
+                                  int64_t num_slash, int64_t max_ranges, mmi_error *err) {
   mmi_error_clear(err);
   if (batch < 1 || heads < 1)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "batch and heads must be >= 1, got %lld, %lld",
@@ -35,7 +33,7 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
                          "seq_k must be in [seq_q, 2^31) for causal prefill, got %lld (seq_q %lld)",
                          (long long)seq_k, (long long)seq_q);
-  int status = mmi__check_block_sizes(block_q, block_k, err);
+  const int status = mmi__check_block_sizes(block_q, block_k, err);
   if (status != MMI_OK) return status;
   if (num_vertical < 0 || num_slash < 0)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
@@ -45,6 +43,18 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
     return mmi_error_set(err, MMI_ERR_INVALID_VALUE,
                          "max_ranges must be >= 1 when slashes are given, got %lld",
                          (long long)max_ranges);
+  return MMI_OK;
+}
+
+int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k,
+                                   int64_t block_q, int64_t block_k, const int32_t *vertical,
+                                   int64_t num_vertical, const int32_t *slash, int64_t num_slash,
+                                   int64_t max_ranges, int32_t *kv_ranges, int32_t *kv_range_count,
+                                   int32_t *kv_columns, int32_t *kv_column_count, mmi_error *err) {
+  mmi_error_clear(err);
+  int status = mmi_vertical_slash_check_args(batch, heads, seq_q, seq_k, block_q, block_k,
+                                             num_vertical, num_slash, max_ranges, err);
+  if (status != MMI_OK) return status;
   if (num_vertical > 0 && vertical == NULL)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "vertical is NULL");
   if (num_slash > 0 && slash == NULL)

@@ -46,6 +46,12 @@ int mmi_build_vertical_slash_index(int64_t batch, int64_t heads, int64_t seq_q, 
                                    int64_t max_ranges, int32_t *kv_ranges, int32_t *kv_range_count,
                                    int32_t *kv_columns, int32_t *kv_column_count, mmi_error *err);
 
+/* Size and parameter checks of mmi_build_vertical_slash_index, shared with the CUDA builder (no
+ * pointer is read; list contents are checked by the builders themselves). */
+int mmi_vertical_slash_check_args(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k,
+                                  int64_t block_q, int64_t block_k, int64_t num_vertical,
+                                  int64_t num_slash, int64_t max_ranges, mmi_error *err);
+
 /* Grid parameters shared by all heads; stride and phase come per head. */
 typedef struct mmi_grid_options {
   int64_t seq;        /* S = Sq = Sk */
@@ -79,6 +85,9 @@ int mmi_build_grid_index(int64_t batch, int64_t heads, const mmi_grid_options *o
                          const int32_t *stride, const int32_t *phase, int32_t *q_perm,
                          int32_t *k_perm, int32_t *kv_ranges, int32_t *kv_range_count,
                          mmi_error *err);
+
+/* Checks of mmi_grid_options, shared with the CUDA builder. */
+int mmi_grid_check_options(const mmi_grid_options *options, mmi_error *err);
 
 /* Stable grouping of tokens by modality: perm lists the positions of modality 0, then 1, ...,
  * each in ascending order; segment_offsets[b, m] .. segment_offsets[b, m + 1] is modality m's

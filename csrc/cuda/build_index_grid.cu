@@ -201,27 +201,6 @@ int device_error(cudaError_t status, const char* what, mmi_error* err) {
   return mmi_error_set(err, MMI_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(status));
 }
 
-// The C core's option checks (same messages).
-int check_options(const mmi_grid_options* o, mmi_error* err) {
-  if (o->seq < 1 || !mmi__fits_int32(o->seq))
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "seq must be in [1, 2^31), got %lld",
-                         (long long)o->seq);
-  const int status = mmi__check_block_sizes(o->block_q, o->block_k, err);
-  if (status != MMI_OK) return status;
-  if (o->span_start < 0 || o->span_end > o->seq || o->span_start >= o->span_end)
-    return mmi_error_set(err, MMI_ERR_INVALID_VALUE,
-                         "span [span_start, span_end) = [%lld, %lld) must be a non-empty part of "
-                         "[0, %lld)",
-                         (long long)o->span_start, (long long)o->span_end, (long long)o->seq);
-  if (o->sink < 0)
-    return mmi_error_set(err, MMI_ERR_INVALID_VALUE, "sink must be >= 0, got %lld",
-                         (long long)o->sink);
-  if (o->local < 1)
-    return mmi_error_set(err, MMI_ERR_INVALID_VALUE, "local must be >= 1, got %lld",
-                         (long long)o->local);
-  return MMI_OK;
-}
-
 }  // namespace
 
 extern "C" int mmi_build_grid_index_cuda(int64_t batch, int64_t heads,
@@ -239,7 +218,7 @@ extern "C" int mmi_build_grid_index_cuda(int64_t batch, int64_t heads,
   if (batch < 1 || heads < 1)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "batch and heads must be >= 1, got %lld, %lld",
                          (long long)batch, (long long)heads);
-  int status = check_options(options, err);
+  int status = mmi_grid_check_options(options, err);
   if (status != MMI_OK) return status;
   const int64_t heads_total = batch * heads;
   if (heads_total >= INT32_MAX)

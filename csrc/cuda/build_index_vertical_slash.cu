@@ -222,33 +222,16 @@ int device_error(cudaError_t status, const char* what, mmi_error* err) {
   return mmi_error_set(err, MMI_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(status));
 }
 
-// The C core's argument checks (same order and messages), plus the CUDA size limits.
+// The C core's argument checks (shared), its pointer checks, plus the CUDA size limits.
 int check_arguments(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k, int64_t block_q,
                     int64_t block_k, const int32_t* vertical, int64_t num_vertical,
                     const int32_t* slash, int64_t num_slash, int64_t max_ranges,
                     const int32_t* kv_ranges, const int32_t* kv_range_count,
                     const int32_t* kv_columns, const int32_t* kv_column_count,
                     const mmi_device_check* check, mmi_error* err) {
-  if (batch < 1 || heads < 1)
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "batch and heads must be >= 1, got %lld, %lld",
-                         (long long)batch, (long long)heads);
-  if (seq_q < 1 || !mmi__fits_int32(seq_q))
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "seq_q must be in [1, 2^31), got %lld",
-                         (long long)seq_q);
-  if (seq_k < seq_q || !mmi__fits_int32(seq_k))
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "seq_k must be in [seq_q, 2^31) for causal prefill, got %lld (seq_q %lld)",
-                         (long long)seq_k, (long long)seq_q);
-  const int status = mmi__check_block_sizes(block_q, block_k, err);
+  const int status = mmi_vertical_slash_check_args(batch, heads, seq_q, seq_k, block_q, block_k,
+                                                   num_vertical, num_slash, max_ranges, err);
   if (status != MMI_OK) return status;
-  if (num_vertical < 0 || num_slash < 0)
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "num_vertical and num_slash must be >= 0, got %lld, %lld",
-                         (long long)num_vertical, (long long)num_slash);
-  if (max_ranges < 0 || (num_slash > 0 && max_ranges < 1))
-    return mmi_error_set(err, MMI_ERR_INVALID_VALUE,
-                         "max_ranges must be >= 1 when slashes are given, got %lld",
-                         (long long)max_ranges);
   if (num_vertical > 0 && vertical == nullptr)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "vertical is NULL");
   if (num_slash > 0 && slash == nullptr)
