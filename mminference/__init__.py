@@ -1,10 +1,14 @@
 """mminference: modality-aware permutation sparse attention for long-context VLM prefill."""
 
+from .layout import Modality, ModalityLayout, Segment, VisualGrid, stack_modality_ids
 from .ops import (
+    PairKind,
     build_a_shape_index,
+    build_boundary_index,
     build_grid_index,
     build_modality_permutation,
     build_vertical_slash_index,
+    pair_pattern,
     sparse_attention,
 )
 from .sparse_index import SparseIndex
@@ -12,10 +16,18 @@ from .sparse_index import SparseIndex
 __version__ = "0.1.0"
 
 __all__ = [
+    "Modality",
+    "ModalityLayout",
+    "PairKind",
+    "Segment",
     "SparseIndex",
+    "VisualGrid",
     "build_a_shape_index",
+    "build_boundary_index",
     "build_grid_index",
     "build_modality_permutation",
     "build_vertical_slash_index",
+    "pair_pattern",
     "sparse_attention",
+    "stack_modality_ids",
 ]

@@ -7,8 +7,9 @@ compute output shapes so that `torch.compile(fullgraph=True)` can trace through 
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -200,3 +201,138 @@ def build_modality_permutation(modality: torch.Tensor, num_modalities: int) -> t
 def _build_modality_permutation_fake(modality, num_modalities):
     batch, seq = modality.shape
     return modality.new_empty((batch, seq)), modality.new_empty((batch, num_modalities + 1))
+
+
+class PairKind(enum.IntEnum):
+    """Kinds of a (query modality, key modality) pattern; see csrc/core/mmi_boundary_index.h."""
+
+    NONE = 0            # no key of the key modality
+    DENSE = 1           # every causal key of the key modality
+    A_SHAPE = 2         # (sink, local)
+    LINES = 3           # (use_hlines, use_vlines, local): the key modality's grid
+    VERTICAL_SLASH = 4  # the query modality's vertical / slash lists, restricted to the key modality
+
+
+MAX_MODALITIES = 8
+
+
+def pair_pattern(patterns: Mapping, num_modalities: int = 3,
+                 default: Sequence[int] = (PairKind.DENSE, 0, 0, 0)) -> torch.Tensor:
+    """A pattern table int32 `(1, 1, M, M, 4)` for `build_boundary_index`.
+
+    Args:
+        patterns: `{mq: (kind, a, b, c)}` sets the pattern of query modality `mq` over every key
+            modality (Q-boundary); `{(mq, mk): (kind, a, b, c)}` sets one pair (2D-boundary) and
+            takes precedence over an `mq` entry. Shorter tuples are padded with zeros.
+        default: the pattern of pairs not mentioned (DENSE: exact attention).
+    """
+    def entry(value):
+        value = [int(x) for x in value]
+        if not 1 <= len(value) <= 4:
+            raise ValueError(f"patterns: an entry must be (kind[, a, b, c]), got {value}")
+        return value + [0] * (4 - len(value))
+
+    table = [[entry(default) for _ in range(num_modalities)] for _ in range(num_modalities)]
+    for key, value in sorted(patterns.items(), key=lambda kv: isinstance(kv[0], tuple)):
+        pairs = [key] if isinstance(key, tuple) else [(key, mk) for mk in range(num_modalities)]
+        for mq, mk in pairs:
+            if not (0 <= mq < num_modalities and 0 <= mk < num_modalities):
+                raise ValueError(f"patterns: modality pair {(mq, mk)} is outside [0, {num_modalities})")
+            table[mq][mk] = entry(value)
+    return torch.tensor(table, dtype=torch.int32).reshape(1, 1, num_modalities, num_modalities, 4)
+
+
+def _with_rank(t: torch.Tensor, rank: int) -> torch.Tensor:
+    """Leading size-1 dims added up to `rank` (broadcast over batch / heads)."""
+    while t.dim() < rank:
+        t = t.unsqueeze(0)
+    return t
+
+
+def boundary_index_capacity(num_modalities: int, seq: int, block_q: int, block_k: int,
+                            num_vertical: int, num_slash: int) -> tuple[int, int]:
+    """Default (max_ranges, max_columns) of `build_boundary_index`: capacities no block exceeds.
+
+    Ranges: a block's merged ranges start at distinct block_k multiples or class offsets, so at
+    most ceil(S / block_k) + 2M; and each of its (at most min(2M, block_q)) query classes adds at
+    most max(5, 2 NS) ranges per key modality. Columns: at most min(M, block_q) vertical lists
+    (one per query modality in the block), and at most S distinct slots.
+    """
+    m = num_modalities
+    by_start = -(-seq // block_k) + 2 * m if block_k > 0 else seq
+    by_source = min(2 * m, block_q) * m * max(5, 2 * min(num_slash, seq))
+    max_ranges = max(1, min(by_start, by_source))
+    max_columns = min(seq, min(m, block_q) * num_vertical)
+    return max_ranges, max(0, max_columns)
+
+
+def build_boundary_index(
+    modality: torch.Tensor, pair_pattern: torch.Tensor, *,
+    grid_stride: Optional[torch.Tensor] = None, grid_phase: Optional[torch.Tensor] = None,
+    vertical: Optional[torch.Tensor] = None, slash: Optional[torch.Tensor] = None,
+    num_modalities: Optional[int] = None, block_q: int = 128, block_k: int = 64,
+    max_ranges: Optional[int] = None, max_columns: Optional[int] = None,
+) -> tuple[SparseIndex, torch.Tensor]:
+    """Modality-boundary index (Q-boundary / 2D-boundary) through a modality-class permutation.
+
+    Tokens are grouped into classes 2m (grid lines of modality m) and 2m + 1 (its other tokens); the
+    same permutation orders queries and keys by (class, position). Each (query modality, key
+    modality) pair has its own pattern (`PairKind`); causality stays on original positions. The
+    full rules: csrc/core/mmi_boundary_index.h.
+
+    Args:
+        modality: int32 `(B, S)` (or `(S,)`) modality ids in [0, M), e.g. `ModalityLayout.modality_ids()`.
+        pair_pattern: int32 `(B|1, H|1, M, M, 4)` rows (kind, a, b, c); `pair_pattern(...)` builds one.
+            Lower ranks get leading size-1 dims.
+        grid_stride, grid_phase: int32 `(B|1, H|1, M)` per-modality grid (stride 0: none), counted
+            in ranks among the modality's tokens. Default: no grid.
+        vertical: int32 `(B|1, H|1, M, NV)` per query modality key positions, strictly increasing,
+            -1 padding at the end; slash: `(B|1, H|1, M, NS)` diagonal distances, same rules.
+        num_modalities: M (<= 8), default `pair_pattern.shape[-2]`.
+        max_ranges, max_columns: capacities; default `boundary_index_capacity(...)`, which no block
+            exceeds. Smaller ones bound memory: extra ranges merge into the last one (a superset),
+            extra columns (highest key slots first) are dropped.
+    Returns:
+        `(index, class_offsets)`: a `SparseIndex` with `q_perm`, `k_perm` `(B, H, S)`, ranges
+        `(B, H, NQB, R, 2)` and columns `(B, H, NQB, C)`, H the largest head dim of the inputs;
+        and int32 `(B, H, 2M + 1)` class slot offsets. Built on the CPU, returned on modality's device.
+    """
+    device = modality.device
+    modality = _with_rank(modality, 2)
+    pair_pattern = _with_rank(pair_pattern, 5)
+    m = int(pair_pattern.shape[-2]) if num_modalities is None else num_modalities
+    int32 = dict(dtype=torch.int32, device=pair_pattern.device)
+    if grid_stride is None:
+        grid_stride = torch.zeros((1, 1, m), **int32)
+    if grid_phase is None:
+        grid_phase = torch.zeros((1, 1, m), **int32)
+    if vertical is None:
+        vertical = torch.zeros((1, 1, m, 0), **int32)
+    if slash is None:
+        slash = torch.zeros((1, 1, m, 0), **int32)
+    grid_stride, grid_phase = _with_rank(grid_stride, 3), _with_rank(grid_phase, 3)
+    vertical, slash = _with_rank(vertical, 4), _with_rank(slash, 4)
+    seq = int(modality.shape[-1])
+    default_ranges, default_columns = boundary_index_capacity(
+        m, seq, block_q, block_k, int(vertical.shape[-1]), int(slash.shape[-1]))
+    max_ranges = default_ranges if max_ranges is None else max_ranges
+    max_columns = default_columns if max_columns is None else max_columns
+    cpu = lambda t: t.cpu()  # noqa: E731  (the builder is a CPU op)
+    q_perm, k_perm, ranges, range_count, columns, column_count, offsets = _ops.build_boundary_index(
+        cpu(modality), cpu(grid_stride), cpu(grid_phase), cpu(pair_pattern), cpu(vertical), cpu(slash),
+        m, block_q, block_k, max_ranges, max_columns)
+    index = SparseIndex(block_q, ranges, range_count, columns, column_count, q_perm=q_perm, k_perm=k_perm)
+    return (index.to(device), offsets.to(device)) if device.type != "cpu" else (index, offsets)
+
+
+@torch.library.register_fake("mminference::build_boundary_index")
+def _build_boundary_index_fake(modality, grid_stride, grid_phase, pair_pattern, vertical, slash,
+                               num_modalities, block_q, block_k, max_ranges, max_columns):
+    batch, seq = modality.shape
+    inputs = (grid_stride, grid_phase, pair_pattern, vertical, slash)
+    heads = max(1, *(t.shape[1] for t in inputs))
+    nqb = num_q_blocks(seq, block_q)
+    new = lambda *shape: modality.new_empty(shape, dtype=torch.int32)  # noqa: E731
+    return (new(batch, heads, seq), new(batch, heads, seq), new(batch, heads, nqb, max_ranges, 2),
+            new(batch, heads, nqb), new(batch, heads, nqb, max_columns), new(batch, heads, nqb),
+            new(batch, heads, 2 * num_modalities + 1))

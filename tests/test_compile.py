@@ -32,6 +32,15 @@ OP_SAMPLES = {
     "build_grid_index": lambda: (torch.tensor([[16]], dtype=torch.int32), torch.tensor([[3]], dtype=torch.int32),
                                  200, 64, 32, 10, 190, 4, 50, True, True),
     "build_modality_permutation": lambda: (torch.tensor([[0, 1, 1, 0, 2]], dtype=torch.int32), 3),
+    "build_boundary_index": lambda: (
+        torch.tensor([[0, 0, 2, 2, 2, 2, 2, 2, 0, 1, 1, 0] * 10], dtype=torch.int32),
+        torch.tensor([[[0, 0, 3], [0, 2, 4]]], dtype=torch.int32),
+        torch.tensor([[[0, 0, 1], [0, 1, 0]]], dtype=torch.int32),
+        ops.pair_pattern({0: (ops.PairKind.A_SHAPE, 4, 16), 2: (ops.PairKind.LINES, 1, 1, 8),
+                          (1, 0): (ops.PairKind.VERTICAL_SLASH,)}).expand(1, 2, 3, 3, 4).clone(),
+        torch.tensor([[[[0, 5, -1], [0, 7, 30], [1, -1, -1]]]], dtype=torch.int32),
+        torch.tensor([[[[0, 3], [0, 9], [0, -1]]]], dtype=torch.int32),
+        3, 16, 8, 6, 4),
 }
 
 
@@ -53,12 +62,18 @@ def test_fullgraph_compile_of_a_function_calling_the_ops():
         grid = ops.build_grid_index(stride, phase, q.shape[2], block_q=64, block_k=32, local=40)
         vs = ops.build_vertical_slash_index(vertical, slash, q.shape[2], k.shape[2], block_q=64, block_k=32)
         vertical_score, slash_score = ops.estimate_vertical_slash_scores(q, k, last=16)
-        return mmi.sparse_attention(q, k, v, grid) + mmi.sparse_attention(q, k, v, vs) + vertical_score.sum()
+        boundary, _ = ops.build_boundary_index(modality, pattern, grid_stride=grid_stride,
+                                               block_q=64, block_k=32)
+        return (mmi.sparse_attention(q, k, v, grid) + mmi.sparse_attention(q, k, v, vs)
+                + mmi.sparse_attention(q, k, v, boundary) + vertical_score.sum())
 
     stride = torch.tensor([[7, 10, 3, 5]], dtype=torch.int32)
     phase = torch.tensor([[1, 0, 2, 4]], dtype=torch.int32)
     vertical = torch.tensor([[[0, 9, 33]] * 4], dtype=torch.int32)
     slash = torch.tensor([[[0, 1, 64]] * 4], dtype=torch.int32)
+    modality = torch.tensor([[0] * 20 + [2] * 100 + [0] * 30], dtype=torch.int32)
+    pattern = ops.pair_pattern({0: (ops.PairKind.A_SHAPE, 8, 32), 2: (ops.PairKind.LINES, 1, 1, 16)})
+    grid_stride = torch.tensor([[[0, 0, 10]]], dtype=torch.int32)
     torch._dynamo.reset()
     compiled = torch.compile(attend, fullgraph=True, backend="aot_eager")
     expected = attend(q, k, v, stride, phase, vertical, slash)

@@ -3,11 +3,13 @@
  *   mmi_sparse_index.h    the sparse-index representation (shapes and semantics)
  *   mmi_attention.h       problem description, validation, CPU forward
  *   mmi_index_builders.h  A-shape, vertical-slash, grid and modality-permutation builders
+ *   mmi_boundary_index.h  modality-boundary builder (Q-boundary / 2D-boundary, class permutation)
  *   mmi_estimate.h        last-query estimation of vertical and slash scores */
 #ifndef MMI_H
 #define MMI_H
 
 #include "mmi_attention.h"
+#include "mmi_boundary_index.h"
 #include "mmi_estimate.h"
 #include "mmi_index_builders.h"
 #include "mmi_sparse_index.h"

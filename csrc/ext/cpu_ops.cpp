@@ -2,6 +2,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "tensor_checks.h"
 
 namespace mminference {
@@ -158,6 +160,97 @@ std::tuple<at::Tensor, at::Tensor> build_modality_permutation_cpu(const at::Tens
   return {perm, offsets};
 }
 
+// dtype, device and rank of a per-(batch, head) input, checked before the head count is known.
+void check_boundary_input(const at::Tensor& t, const char* name, int64_t rank, const char* dims) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": dtype must be int32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, ": expected a CPU tensor, got ", t.device());
+  TORCH_CHECK_VALUE(t.dim() == rank, name, ": expected ", rank, " dims ", dims, ", got shape ",
+                    t.sizes());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+build_boundary_index_cpu(const at::Tensor& modality, const at::Tensor& grid_stride,
+                         const at::Tensor& grid_phase, const at::Tensor& pair_pattern,
+                         const at::Tensor& vertical, const at::Tensor& slash,
+                         int64_t num_modalities, int64_t block_q, int64_t block_k,
+                         int64_t max_ranges, int64_t max_columns) {
+  check_boundary_input(modality, "modality", 2, "(batch, seq)");
+  TORCH_CHECK_VALUE(modality.size(0) >= 1 && modality.size(1) >= 1,
+                    "modality: batch and seq must be >= 1, got shape ", modality.sizes());
+  TORCH_CHECK_VALUE(num_modalities >= 1 && num_modalities <= MMI_BOUNDARY_MAX_MODALITIES,
+                    "num_modalities must be in [1, ", MMI_BOUNDARY_MAX_MODALITIES, "], got ",
+                    num_modalities);
+  check_boundary_input(grid_stride, "grid_stride", 3, "(batch, heads, modalities)");
+  check_boundary_input(grid_phase, "grid_phase", 3, "(batch, heads, modalities)");
+  check_boundary_input(pair_pattern, "pair_pattern", 5,
+                       "(batch, heads, query modalities, key modalities, 4)");
+  check_boundary_input(vertical, "vertical", 4, "(batch, heads, modalities, num_vertical)");
+  check_boundary_input(slash, "slash", 4, "(batch, heads, modalities, num_slash)");
+  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  TORCH_CHECK_VALUE(max_ranges >= 1, "max_ranges must be >= 1, got ", max_ranges);
+  TORCH_CHECK_VALUE(max_columns >= 0, "max_columns must be >= 0, got ", max_columns);
+
+  const int64_t batch = modality.size(0), seq = modality.size(1), M = num_modalities;
+  // Heads: the largest head dim of the inputs; each one has it or 1 (broadcast).
+  int64_t heads = 1;
+  for (const at::Tensor* t : {&grid_stride, &grid_phase, &pair_pattern, &vertical, &slash})
+    heads = std::max<int64_t>(heads, t->size(1));
+  const at::Tensor mod = modality.contiguous(), st = grid_stride.contiguous(),
+                   ph = grid_phase.contiguous(), pat = pair_pattern.contiguous(),
+                   ve = vertical.contiguous(), sl = slash.contiguous();
+  const at::Device cpu(at::kCPU);
+  const int64_t nv = ve.size(3), ns = sl.size(3);
+  mmi_boundary_problem p{};
+  p.batch = batch;
+  p.heads = heads;
+  p.seq = seq;
+  p.num_modalities = M;
+  p.block_q = block_q;
+  p.block_k = block_k;
+  p.max_ranges = max_ranges;
+  p.max_columns = max_columns;
+  p.modality = mod.data_ptr<int32_t>();
+  auto strides = check_index_tensor(st, "grid_stride", cpu, batch, heads, {M});
+  p.grid_stride = st.data_ptr<int32_t>();
+  p.grid_stride_stride_b = strides.first, p.grid_stride_stride_h = strides.second;
+  strides = check_index_tensor(ph, "grid_phase", cpu, batch, heads, {M});
+  p.grid_phase = ph.data_ptr<int32_t>();
+  p.grid_phase_stride_b = strides.first, p.grid_phase_stride_h = strides.second;
+  strides = check_index_tensor(pat, "pair_pattern", cpu, batch, heads,
+                               {M, M, MMI_PAIR_PATTERN_FIELDS});
+  p.pair_pattern = pat.data_ptr<int32_t>();
+  p.pair_pattern_stride_b = strides.first, p.pair_pattern_stride_h = strides.second;
+  strides = check_index_tensor(ve, "vertical", cpu, batch, heads, {M, nv});
+  p.vertical = nv > 0 ? ve.data_ptr<int32_t>() : nullptr;
+  p.num_vertical = nv;
+  p.vertical_stride_b = strides.first, p.vertical_stride_h = strides.second;
+  strides = check_index_tensor(sl, "slash", cpu, batch, heads, {M, ns});
+  p.slash = ns > 0 ? sl.data_ptr<int32_t>() : nullptr;
+  p.num_slash = ns;
+  p.slash_stride_b = strides.first, p.slash_stride_h = strides.second;
+
+  const int64_t nqb = mmi_num_q_blocks(seq, block_q);
+  at::Tensor q_perm = at::empty({batch, heads, seq}, int32_cpu());
+  at::Tensor k_perm = at::empty({batch, heads, seq}, int32_cpu());
+  at::Tensor ranges = at::empty({batch, heads, nqb, max_ranges, 2}, int32_cpu());
+  at::Tensor range_count = at::empty({batch, heads, nqb}, int32_cpu());
+  at::Tensor columns = at::empty({batch, heads, nqb, max_columns}, int32_cpu());
+  at::Tensor column_count = at::empty({batch, heads, nqb}, int32_cpu());
+  at::Tensor offsets = at::empty({batch, heads, 2 * M + 1}, int32_cpu());
+  mmi_boundary_output o{};
+  o.q_perm = q_perm.data_ptr<int32_t>();
+  o.k_perm = k_perm.data_ptr<int32_t>();
+  o.kv_ranges = ranges.data_ptr<int32_t>();
+  o.kv_range_count = range_count.data_ptr<int32_t>();
+  o.kv_columns = max_columns > 0 ? columns.data_ptr<int32_t>() : nullptr;
+  o.kv_column_count = column_count.data_ptr<int32_t>();
+  o.class_offsets = offsets.data_ptr<int32_t>();
+  mmi_error err;
+  raise_on_error(mmi_build_boundary_index(&p, &o, at::get_num_threads(), &err), err);
+  return {q_perm, k_perm, ranges, range_count, columns, column_count, offsets};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mminference, CPU, m) {
@@ -166,6 +259,7 @@ TORCH_LIBRARY_IMPL(mminference, CPU, m) {
   m.impl("build_grid_index", &build_grid_index_cpu);
   m.impl("estimate_vertical_slash_scores", &estimate_vertical_slash_scores_cpu);
   m.impl("build_modality_permutation", &build_modality_permutation_cpu);
+  m.impl("build_boundary_index", &build_boundary_index_cpu);
 }
 
 // No tensor arguments, so no backend key: the composite kernel always builds on the CPU.

@@ -1,5 +1,6 @@
 // Every mminference op schema, declared once. Backend files only add TORCH_LIBRARY_IMPL blocks.
-// Shapes and semantics: csrc/core/mmi_sparse_index.h and csrc/core/mmi_index_builders.h.
+// Shapes and semantics: csrc/core/mmi_sparse_index.h, csrc/core/mmi_index_builders.h and
+// csrc/core/mmi_boundary_index.h.
 #include <torch/library.h>
 
 TORCH_LIBRARY(mminference, m) {
@@ -24,4 +25,10 @@ TORCH_LIBRARY(mminference, m) {
   m.def(
       "build_modality_permutation(Tensor modality, int num_modalities) "
       "-> (Tensor perm, Tensor segment_offsets)");
+  m.def(
+      "build_boundary_index(Tensor modality, Tensor grid_stride, Tensor grid_phase, "
+      "Tensor pair_pattern, Tensor vertical, Tensor slash, int num_modalities, int block_q, "
+      "int block_k, int max_ranges, int max_columns) -> (Tensor q_perm, Tensor k_perm, "
+      "Tensor kv_ranges, Tensor kv_range_count, Tensor kv_columns, Tensor kv_column_count, "
+      "Tensor class_offsets)");
 }

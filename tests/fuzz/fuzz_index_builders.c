@@ -6,7 +6,8 @@
  *   read yields 0, so any input (the empty one included) decodes to a complete, small case, and
  *   all-zero bytes decode to the smallest *valid* parameters.
  *     byte 0   target: 0 A-shape, 1 vertical-slash, 2 grid, 3 modality permutation,
- *              4 mmi_sparse_attention_check / forward on a raw index (value mod 5)
+ *              4 mmi_sparse_attention_check / forward on a raw index, 5 modality-boundary builder
+ *              (value mod 6)
  *     byte 1   flags: bit 0 also call the builder with err == NULL (same status expected),
  *              bit 1 pass NULL for one pointer argument (chosen by the next byte),
  *              bit 2 give the forward an lse buffer, bit 3 GQA with one key/value head
@@ -1351,18 +1352,290 @@ static void fuzz_checker_raw(byte_reader *r, common_flags flags) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Modality-boundary builder (mmi_boundary_index.h)                                           */
+
+/* A row of `n` entries: a strictly increasing valid prefix in [0, seq), then -1 padding; the
+ * corruptions of take_sorted_list (negative, past the end, duplicate, swapped) may follow. */
+static void take_padded_list(byte_reader *r, int32_t *row, int64_t n, int64_t seq) {
+  if (n <= 0) return;
+  const int64_t valid = take_log_in(r, 0, n);
+  take_sorted_list(r, row, n, seq > 0 ? seq : 1);
+  for (int64_t i = valid; i < n; ++i) row[i] = -1;
+}
+
+/* 1 if row[0:n] is a strictly increasing prefix in [0, seq) followed only by -1. */
+static int padded_list_valid(const int32_t *row, int64_t n, int64_t seq) {
+  int64_t valid = 0;
+  while (valid < n && row[valid] != -1) ++valid;
+  for (int64_t i = valid; i < n; ++i)
+    if (row[i] != -1) return 0;
+  return list_valid(row, valid, seq);
+}
+
+static void fuzz_boundary(byte_reader *r, common_flags flags) {
+  static const int64_t invalid_modalities[] = {0, -1, 9, INT64_MAX, INT64_MIN};
+  static const int64_t invalid_capacity[] = {-1, INT64_MIN, (int64_t)INT32_MAX + 1};
+  mmi_boundary_problem p;
+  memset(&p, 0, sizeof p);
+  p.batch = take_param(r, 1, MAX_BATCH, INVALID_COUNT, COUNT_OF(INVALID_COUNT));
+  p.heads = take_param(r, 1, MAX_HEADS, INVALID_COUNT, COUNT_OF(INVALID_COUNT));
+  p.seq = take_param(r, 1, MAX_SEQ, INVALID_SEQ, COUNT_OF(INVALID_SEQ));
+  p.num_modalities = take_param(r, 1, MMI_BOUNDARY_MAX_MODALITIES, invalid_modalities,
+                                COUNT_OF(invalid_modalities));
+  p.block_q = take_block(r);
+  p.block_k = take_block(r);
+  p.max_ranges = take_param(r, 0, 16, invalid_capacity, COUNT_OF(invalid_capacity));
+  p.max_columns = take_param(r, 0, 16, invalid_capacity, COUNT_OF(invalid_capacity));
+  p.num_vertical = take_param(r, 0, 12, INVALID_LIST_LENGTH, COUNT_OF(INVALID_LIST_LENGTH));
+  p.num_slash = take_param(r, 0, 12, INVALID_LIST_LENGTH, COUNT_OF(INVALID_LIST_LENGTH));
+  const uint8_t broadcast = take_u8(r); /* 2 bits per input: share over batch, over heads */
+
+  const int64_t B = p.batch >= 1 ? p.batch : 0, H = p.heads >= 1 ? p.heads : 0;
+  const int64_t S = p.seq >= 1 && p.seq <= MAX_SEQ ? p.seq : 0;
+  const int64_t M = p.num_modalities >= 1 && p.num_modalities <= MMI_BOUNDARY_MAX_MODALITIES
+                        ? p.num_modalities : 0;
+  const int64_t NV = p.num_vertical >= 0 ? p.num_vertical : 0;
+  const int64_t NS = p.num_slash >= 0 ? p.num_slash : 0;
+  /* Own extents and strides of the four (batch, head) inputs. */
+  int64_t eb[4], eh[4], sb[4], sh[4];
+  const int64_t trailing[4] = {M, M, M * M * MMI_PAIR_PATTERN_FIELDS, M};
+  for (int i = 0; i < 4; ++i) {
+    eb[i] = (broadcast >> (2 * i)) & 1 ? 1 : B;
+    eh[i] = (broadcast >> (2 * i + 1)) & 1 ? 1 : H;
+    sh[i] = eh[i] == 1 ? 0 : trailing[i];
+    sb[i] = eb[i] == 1 ? 0 : eh[i] * trailing[i];
+  }
+  /* vertical and slash share input 3's layout */
+  const int64_t v_sh = eh[3] == 1 ? 0 : M * NV, v_sb = eb[3] == 1 ? 0 : eh[3] * M * NV;
+  const int64_t s_sh = eh[3] == 1 ? 0 : M * NS, s_sb = eb[3] == 1 ? 0 : eh[3] * M * NS;
+
+  int32_t *modality = alloc_i32(B * S);
+  const int64_t m_draw = M > 0 ? M : 3;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t x = 0;
+    while (x < S) {
+      const uint8_t v = take_u8(r);
+      int32_t value = (int32_t)(v % m_draw);
+      if (v == 255) value = -1;
+      else if (v == 254) value = (int32_t)m_draw;
+      const int64_t run = 1 + take_log_in(r, 0, 255);
+      for (int64_t i = 0; i < run && x < S; ++i) modality[b * S + x++] = value;
+    }
+  }
+  int32_t *grid_stride = alloc_i32(eb[0] * eh[0] * M);
+  int32_t *grid_phase = alloc_i32(eb[1] * eh[1] * M);
+  for (int64_t i = 0; i < eb[0] * eh[0] * M; ++i) {
+    static const int64_t invalid_stride[] = {-1, INT32_MIN};
+    grid_stride[i] = (int32_t)take_param(r, 0, S + 2, invalid_stride, COUNT_OF(invalid_stride));
+  }
+  for (int64_t i = 0; i < eb[1] * eh[1] * M; ++i) {
+    /* mostly a phase below the stride it meets at the same (b, h) under the full layout */
+    const int64_t n_strides = eb[0] * eh[0] * M; /* 0 when batch or heads are invalid */
+    const int64_t s = n_strides > 0 ? grid_stride[i % n_strides] : 0;
+    const int64_t invalid_phase[] = {-1, s > 0 ? s : 1, INT32_MAX};
+    grid_phase[i] = (int32_t)take_param(r, 0, s > 0 ? s - 1 : 0, invalid_phase,
+                                        COUNT_OF(invalid_phase));
+  }
+  int32_t *pattern = alloc_i32(eb[2] * eh[2] * M * M * MMI_PAIR_PATTERN_FIELDS);
+  for (int64_t i = 0; i < eb[2] * eh[2] * M * M; ++i) {
+    int32_t *e = pattern + i * MMI_PAIR_PATTERN_FIELDS;
+    const uint8_t k = take_u8(r);
+    e[0] = k >= 250 ? (k == 250 ? -1 : 5 + k % 3) : k % 5;
+    const int64_t scale = S > 0 ? S : 8;
+    for (int f = 1; f < MMI_PAIR_PATTERN_FIELDS; ++f) {
+      const int64_t w = take_window(r, 0, scale);
+      e[f] = (int32_t)(w > INT32_MAX ? INT32_MAX : w < INT32_MIN ? INT32_MIN : w);
+    }
+    if (e[0] == MMI_PAIR_LINES) {
+      const uint8_t bits = take_u8(r);
+      static const int32_t truthy[] = {0, 1, 0, 1, 0, 1, 2, -1};
+      e[1] = truthy[bits & 7];
+      e[2] = truthy[(bits >> 3) & 7];
+    }
+  }
+  int32_t *vertical = alloc_i32(eb[3] * eh[3] * M * NV);
+  int32_t *slash = alloc_i32(eb[3] * eh[3] * M * NS);
+  for (int64_t i = 0; i < eb[3] * eh[3] * M; ++i) take_padded_list(r, vertical + i * NV, NV, S);
+  for (int64_t i = 0; i < eb[3] * eh[3] * M; ++i) take_padded_list(r, slash + i * NS, NS, S);
+
+  p.modality = flags.null_pointer == 0 ? NULL : modality;
+  p.grid_stride = flags.null_pointer == 1 ? NULL : grid_stride;
+  p.grid_stride_stride_b = sb[0], p.grid_stride_stride_h = sh[0];
+  p.grid_phase = flags.null_pointer == 2 ? NULL : grid_phase;
+  p.grid_phase_stride_b = sb[1], p.grid_phase_stride_h = sh[1];
+  p.pair_pattern = flags.null_pointer == 3 ? NULL : pattern;
+  p.pair_pattern_stride_b = sb[2], p.pair_pattern_stride_h = sh[2];
+  /* Empty lists come as NULL, as from an empty tensor. */
+  p.vertical = NV == 0 ? NULL : vertical;
+  p.vertical_stride_b = v_sb, p.vertical_stride_h = v_sh;
+  p.slash = NS == 0 ? NULL : slash;
+  p.slash_stride_b = s_sb, p.slash_stride_h = s_sh;
+
+  const int64_t nqb = documented_num_blocks(S, p.block_q);
+  const int64_t R = p.max_ranges >= 1 && p.max_ranges <= 16 ? p.max_ranges : 0;
+  const int64_t C = p.max_columns >= 0 && p.max_columns <= 16 ? p.max_columns : 0;
+  int32_t *q_perm = alloc_i32(B * H * S);
+  int32_t *k_perm = alloc_i32(B * H * S);
+  int32_t *kv_ranges = alloc_i32(B * H * nqb * R * 2);
+  int32_t *kv_range_count = alloc_i32(B * H * nqb);
+  int32_t *kv_columns = C > 0 ? alloc_i32(B * H * nqb * C) : NULL;
+  int32_t *kv_column_count = alloc_i32(B * H * nqb);
+  int32_t *class_offsets = alloc_i32(B * H * (2 * M + 1));
+  mmi_boundary_output o;
+  o.q_perm = flags.null_pointer == 4 ? NULL : q_perm;
+  o.k_perm = flags.null_pointer == 5 ? NULL : k_perm; /* NULL is allowed: not written */
+  o.kv_ranges = flags.null_pointer == 6 ? NULL : kv_ranges;
+  o.kv_range_count = kv_range_count;
+  o.kv_columns = kv_columns;
+  o.kv_column_count = kv_column_count;
+  o.class_offsets = flags.null_pointer == 7 ? NULL : class_offsets;
+
+  mmi_error err;
+  poison_error(&err);
+  const int status = mmi_build_boundary_index(&p, &o, 1, &err);
+  expect_error_contract("mmi_build_boundary_index", status, &err);
+  if (flags.call_without_err) {
+    const int again = mmi_build_boundary_index(&p, &o, 1, NULL);
+    if (again != status) die("mmi_build_boundary_index: status %d with err, %d without", status, again);
+  }
+  {
+    const int sizes_ok = B > 0 && H > 0 && S > 0 && M > 0 && block_size_valid(p.block_q) &&
+                         block_size_valid(p.block_k) && R > 0 && p.max_columns >= 0 &&
+                         p.max_columns <= 16 && p.num_vertical >= 0 && p.num_slash >= 0;
+    int values_ok = sizes_ok;
+    for (int64_t i = 0; values_ok && i < B * S; ++i)
+      values_ok = modality[i] >= 0 && modality[i] < M;
+    for (int64_t b = 0; values_ok && b < B; ++b)
+      for (int64_t h = 0; values_ok && h < H; ++h)
+        for (int64_t m = 0; values_ok && m < M; ++m) {
+          const int32_t st = grid_stride[b * sb[0] + h * sh[0] + m];
+          const int32_t ph = grid_phase[b * sb[1] + h * sh[1] + m];
+          values_ok = st >= 0 && (st == 0 ? ph == 0 : ph >= 0 && ph < st);
+        }
+    for (int64_t i = 0; values_ok && i < eb[2] * eh[2] * M * M; ++i) {
+      const int32_t *e = pattern + i * MMI_PAIR_PATTERN_FIELDS;
+      if (e[0] < 0 || e[0] > 4) values_ok = 0;
+      else if (e[0] == MMI_PAIR_A_SHAPE) values_ok = e[1] >= 0 && e[2] >= 0;
+      else if (e[0] == MMI_PAIR_LINES)
+        values_ok = (e[1] == 0 || e[1] == 1) && (e[2] == 0 || e[2] == 1) && e[3] >= 0;
+    }
+    for (int64_t i = 0; values_ok && i < eb[3] * eh[3] * M; ++i)
+      values_ok = padded_list_valid(vertical + i * NV, NV, S) && padded_list_valid(slash + i * NS, NS, S);
+    const int null_arg = flags.null_pointer >= 0 && flags.null_pointer != 5;
+    expect_verdict("mmi_build_boundary_index", status, !null_arg && values_ok,
+                   null_arg || !sizes_ok || (sizes_ok && !values_ok), &err);
+  }
+
+  if (status == MMI_OK && flags.null_pointer < 0) {
+    const int64_t NC = 2 * M;
+    int64_t rank[MMI_BOUNDARY_MAX_MODALITIES];
+    int32_t *cls = alloc_i32(S);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t bh = b * H + h;
+        const int32_t *st = grid_stride + b * sb[0] + h * sh[0];
+        const int32_t *ph = grid_phase + b * sb[1] + h * sh[1];
+        for (int64_t m = 0; m < M; ++m) rank[m] = 0;
+        for (int64_t x = 0; x < S; ++x) {
+          const int32_t m = modality[b * S + x];
+          const int64_t rk = rank[m]++;
+          cls[x] = 2 * m + !(st[m] > 0 && rk % st[m] == ph[m]);
+        }
+        const int32_t *off = class_offsets + bh * (NC + 1);
+        const int32_t *qp = q_perm + bh * S;
+        if (off[0] != 0 || off[NC] != S) die("boundary: class_offsets[%lld] spans [%d, %d)", (long long)bh, off[0], off[NC]);
+        for (int64_t c = 0; c < NC; ++c) {
+          if (off[c + 1] < off[c]) die("boundary: class_offsets[%lld] decreases at %lld", (long long)bh, (long long)c);
+          for (int32_t s = off[c]; s < off[c + 1]; ++s)
+            if (qp[s] < 0 || qp[s] >= S || cls[qp[s]] != c || (s > off[c] && qp[s] <= qp[s - 1]))
+              die("boundary: q_perm[%lld][%d] = %d is not the next position of class %lld",
+                  (long long)bh, s, qp[s], (long long)c);
+        }
+        if (memcmp(qp, k_perm + bh * S, (size_t)S * sizeof(int32_t)) != 0)
+          die("boundary: k_perm differs from q_perm at (b, h) = %lld", (long long)bh);
+        for (int64_t qb = 0; qb < nqb; ++qb) {
+          const int64_t cell = bh * nqb + qb;
+          const int32_t *rg = kv_ranges + cell * R * 2;
+          const int32_t n = kv_range_count[cell];
+          if (n < 0 || n > R) die("boundary: block %lld has %d ranges, capacity %lld", (long long)cell, n, (long long)R);
+          for (int32_t i = 0; i < n; ++i)
+            if (rg[2 * i] >= rg[2 * i + 1] || rg[2 * i] < 0 || rg[2 * i + 1] > S ||
+                (i > 0 && rg[2 * i] <= rg[2 * i - 1]))
+              die("boundary: block %lld range %d = [%d, %d) is empty, out of [0, %lld) or not "
+                  "separated", (long long)cell, i, rg[2 * i], rg[2 * i + 1], (long long)S);
+          const int32_t nc = kv_column_count[cell];
+          if (nc < 0 || nc > C) die("boundary: block %lld has %d columns, capacity %lld", (long long)cell, nc, (long long)C);
+          for (int32_t i = 0; i < nc; ++i) {
+            const int32_t c = kv_columns[cell * C + i];
+            if (c < 0 || c >= S || (i > 0 && c <= kv_columns[cell * C + i - 1]))
+              die("boundary: block %lld column %d = %d out of range or not increasing", (long long)cell, i, c);
+            for (int32_t j = 0; j < n; ++j)
+              if (c >= rg[2 * j] && c < rg[2 * j + 1])
+                die("boundary: block %lld column %d lies in range %d", (long long)cell, c, j);
+          }
+        }
+      }
+    free(cls);
+    mmi_sparse_index index;
+    memset(&index, 0, sizeof index);
+    index.block_q = p.block_q;
+    index.num_q_blocks = nqb;
+    index.max_ranges = R;
+    index.max_columns = C;
+    index.kv_ranges = kv_ranges;
+    index.kv_ranges_stride_h = nqb * R * 2;
+    index.kv_ranges_stride_b = H * index.kv_ranges_stride_h;
+    index.kv_range_count = kv_range_count;
+    index.kv_range_count_stride_h = nqb;
+    index.kv_range_count_stride_b = H * nqb;
+    index.kv_columns = kv_columns;
+    index.kv_columns_stride_h = nqb * C;
+    index.kv_columns_stride_b = H * nqb * C;
+    index.kv_column_count = kv_column_count;
+    index.kv_column_count_stride_h = nqb;
+    index.kv_column_count_stride_b = H * nqb;
+    index.q_perm = q_perm;
+    index.q_perm_stride_h = S;
+    index.q_perm_stride_b = H * S;
+    index.k_perm = k_perm;
+    index.k_perm_stride_h = S;
+    index.k_perm_stride_b = H * S;
+    mmi_attention_problem problem;
+    tensors t;
+    make_builder_problem(&problem, &t, B, H, flags.single_kv_head ? 1 : H, S, S, 1, &index,
+                         flags.with_lse);
+    check_and_forward("boundary", &problem, &t, 1, 1);
+    tensors_free(&t);
+  }
+  free(modality);
+  free(grid_stride);
+  free(grid_phase);
+  free(pattern);
+  free(vertical);
+  free(slash);
+  free(q_perm);
+  free(k_perm);
+  free(kv_ranges);
+  free(kv_range_count);
+  free(kv_columns);
+  free(kv_column_count);
+  free(class_offsets);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   byte_reader reader = {data, size, 0};
-  const uint8_t target = take_u8(&reader) % 5;
+  const uint8_t target = take_u8(&reader) % 6;
   const common_flags flags = take_flags(&reader);
   switch (target) {
     case 0: fuzz_a_shape(&reader, flags); break;
     case 1: fuzz_vertical_slash(&reader, flags); break;
     case 2: fuzz_grid(&reader, flags); break;
     case 3: fuzz_modality_permutation(&reader, flags); break;
+    case 5: fuzz_boundary(&reader, flags); break;
     default: fuzz_checker_raw(&reader, flags); break;
   }
   return 0;
