@@ -50,7 +50,8 @@ int mmi_build_grid_index(int64_t batch, int64_t heads, const mmi_grid_options *o
                          int32_t *k_perm, int32_t *kv_ranges, int32_t *kv_range_count,
                          mmi_error *err) {
   mmi_error_clear(err);
-  if (options == NULL) return mmi_error_set(err, MMI_ERR_NULL_POINTER, "options is NULL");
+  int status = mmi_grid_check_options(options, err);
+  if (status != MMI_OK) return status;
   if (stride == NULL || phase == NULL)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "stride or phase is NULL");
   if (q_perm == NULL || k_perm == NULL || kv_ranges == NULL || kv_range_count == NULL)
@@ -58,8 +59,6 @@ int mmi_build_grid_index(int64_t batch, int64_t heads, const mmi_grid_options *o
   if (batch < 1 || heads < 1)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "batch and heads must be >= 1, got %lld, %lld",
                          (long long)batch, (long long)heads);
-  int status = mmi_grid_check_options(options, err);
-  if (status != MMI_OK) return status;
 
   const int64_t seq = options->seq;
   const int64_t span = options->span_end - options->span_start;

@@ -208,8 +208,8 @@ extern "C" int mmi_build_grid_index_cuda(int64_t batch, int64_t heads,
                                          const int32_t* phase, int32_t* q_perm, int32_t* k_perm,
                                          int32_t* kv_ranges, int32_t* kv_range_count,
                                          mmi_device_check* check, void* stream, mmi_error* err) {
-  mmi_error_clear(err);
-  if (options == nullptr) return mmi_error_set(err, MMI_ERR_NULL_POINTER, "options is NULL");
+  int status = mmi_grid_check_options(options, err);
+  if (status != MMI_OK) return status;
   if (stride == nullptr || phase == nullptr)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "stride or phase is NULL");
   if (q_perm == nullptr || k_perm == nullptr || kv_ranges == nullptr || kv_range_count == nullptr)
@@ -218,8 +218,6 @@ extern "C" int mmi_build_grid_index_cuda(int64_t batch, int64_t heads,
   if (batch < 1 || heads < 1)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "batch and heads must be >= 1, got %lld, %lld",
                          (long long)batch, (long long)heads);
-  int status = mmi_grid_check_options(options, err);
-  if (status != MMI_OK) return status;
   const int64_t heads_total = batch * heads;
   if (heads_total >= INT32_MAX)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,

@@ -14,10 +14,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_attention_cpu(
     const at::Tensor& kv_range_count, const at::Tensor& kv_columns,
     const at::Tensor& kv_column_count, const std::optional<at::Tensor>& q_perm,
     const std::optional<at::Tensor>& k_perm, int64_t block_q, bool causal, double scale) {
-  TORCH_CHECK_VALUE(q.dim() == 4, "q: expected 4 dims (batch, heads, seq, head_dim), got shape ",
-                    q.sizes());
-  at::Tensor out = empty_attention_output(q);
-  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  const auto [out, lse] = empty_attention_outputs(q);
   const mmi_attention_problem problem =
       make_attention_problem(q, k, v, kv_ranges, kv_range_count, kv_columns, kv_column_count,
                              q_perm, k_perm, block_q, causal, scale, out, lse);
@@ -44,28 +41,13 @@ std::tuple<at::Tensor, at::Tensor> build_a_shape_index_cpu(int64_t seq_q, int64_
   return {ranges, count};
 }
 
-void check_head_list(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": dtype must be int32, got ",
-                   t.scalar_type());
-  TORCH_CHECK_VALUE(t.device().is_cpu(), name, ": expected a CPU tensor, got ", t.device());
-  TORCH_CHECK_VALUE(t.dim() == 3, name, ": expected 3 dims (batch, heads, n), got shape ",
-                    t.sizes());
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_vertical_slash_index_cpu(
     const at::Tensor& vertical, const at::Tensor& slash, int64_t seq_q, int64_t seq_k,
     int64_t block_q, int64_t block_k, int64_t max_ranges) {
-  check_head_list(vertical, "vertical");
-  check_head_list(slash, "slash");
-  TORCH_CHECK_VALUE(vertical.size(0) == slash.size(0) && vertical.size(1) == slash.size(1),
-                    "slash: (batch, heads) ", slash.sizes(), " differ from vertical's ",
-                    vertical.sizes());
-  TORCH_CHECK_VALUE(seq_q >= 1, "seq_q must be >= 1, got ", seq_q);
-  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  check_vertical_slash_lists(vertical, slash, max_ranges);
   const at::Tensor v = vertical.contiguous(), s = slash.contiguous();
   const int64_t batch = v.size(0), heads = v.size(1), nv = v.size(2), ns = s.size(2);
   const int64_t nqb = mmi_num_q_blocks(seq_q, block_q);
-  TORCH_CHECK_VALUE(max_ranges >= 0, "max_ranges must be >= 0, got ", max_ranges);
   at::Tensor ranges = at::empty({batch, heads, nqb, max_ranges, 2}, int32_cpu());
   at::Tensor range_count = at::empty({batch, heads, nqb}, int32_cpu());
   at::Tensor columns = at::empty({batch, heads, nqb, nv}, int32_cpu());
@@ -84,18 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_grid_index_cpu(
     const at::Tensor& stride, const at::Tensor& phase, int64_t seq, int64_t block_q,
     int64_t block_k, int64_t span_start, int64_t span_end, int64_t sink, int64_t local,
     bool use_hlines, bool use_vlines) {
-  TORCH_CHECK_TYPE(stride.scalar_type() == at::kInt, "stride: dtype must be int32, got ",
-                   stride.scalar_type());
-  TORCH_CHECK_TYPE(phase.scalar_type() == at::kInt, "phase: dtype must be int32, got ",
-                   phase.scalar_type());
-  TORCH_CHECK_VALUE(stride.dim() == 2, "stride: expected 2 dims (batch, heads), got shape ",
-                    stride.sizes());
-  TORCH_CHECK_VALUE(phase.sizes() == stride.sizes(), "phase: shape ", phase.sizes(),
-                    " differs from stride's ", stride.sizes());
-  TORCH_CHECK_VALUE(stride.device().is_cpu() && phase.device().is_cpu(),
-                    "stride/phase: expected CPU tensors");
-  TORCH_CHECK_VALUE(seq >= 1, "seq must be >= 1, got ", seq);
-  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  check_grid_parameters(stride, phase);
   const at::Tensor st = stride.contiguous(), ph = phase.contiguous();
   const int64_t batch = st.size(0), heads = st.size(1);
   const int64_t nqb = mmi_num_q_blocks(seq, block_q);

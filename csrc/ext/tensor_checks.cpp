@@ -198,6 +198,45 @@ mmi_estimate_problem make_estimate_problem(const at::Tensor& q, const at::Tensor
   return p;
 }
 
+static void check_head_list(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": dtype must be int32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 3, name, ": expected 3 dims (batch, heads, n), got shape ",
+                    t.sizes());
+}
+
+void check_vertical_slash_lists(const at::Tensor& vertical, const at::Tensor& slash,
+                                int64_t max_ranges) {
+  check_head_list(vertical, "vertical");
+  check_head_list(slash, "slash");
+  TORCH_CHECK_VALUE(slash.device() == vertical.device(), "slash: device ", slash.device(),
+                    " differs from vertical's ", vertical.device());
+  TORCH_CHECK_VALUE(vertical.size(0) == slash.size(0) && vertical.size(1) == slash.size(1),
+                    "slash: (batch, heads) ", slash.sizes(), " differ from vertical's ",
+                    vertical.sizes());
+  TORCH_CHECK_VALUE(max_ranges >= 0, "max_ranges must be >= 0, got ", max_ranges);
+}
+
+void check_grid_parameters(const at::Tensor& stride, const at::Tensor& phase) {
+  TORCH_CHECK_TYPE(stride.scalar_type() == at::kInt, "stride: dtype must be int32, got ",
+                   stride.scalar_type());
+  TORCH_CHECK_TYPE(phase.scalar_type() == at::kInt, "phase: dtype must be int32, got ",
+                   phase.scalar_type());
+  TORCH_CHECK_VALUE(stride.dim() == 2, "stride: expected 2 dims (batch, heads), got shape ",
+                    stride.sizes());
+  TORCH_CHECK_VALUE(phase.sizes() == stride.sizes(), "phase: shape ", phase.sizes(),
+                    " differs from stride's ", stride.sizes());
+  TORCH_CHECK_VALUE(phase.device() == stride.device(), "phase: device ", phase.device(),
+                    " differs from stride's ", stride.device());
+}
+
+std::pair<at::Tensor, at::Tensor> empty_attention_outputs(const at::Tensor& q) {
+  TORCH_CHECK_VALUE(q.dim() == 4, "q: expected 4 dims (batch, heads, seq, head_dim), got shape ",
+                    q.sizes());
+  return {empty_attention_output(q),
+          at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat))};
+}
+
 at::Tensor empty_attention_output(const at::Tensor& q) {
   return at::empty({q.size(0), q.size(2), q.size(1), q.size(3)}, q.options()).transpose(1, 2);
 }

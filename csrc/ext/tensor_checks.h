@@ -33,6 +33,18 @@ mmi_attention_problem make_attention_problem(
 mmi_estimate_problem make_estimate_problem(const at::Tensor& q, const at::Tensor& k, int64_t last,
                                            int64_t query_end, double scale);
 
+// vertical/slash of build_vertical_slash_index: int32, (B, H, n), equal (B, H), one device;
+// max_ranges >= 0. Values are checked by the builders.
+void check_vertical_slash_lists(const at::Tensor& vertical, const at::Tensor& slash,
+                                int64_t max_ranges);
+
+// stride/phase of build_grid_index: int32, equal (B, H) shapes, one device.
+void check_grid_parameters(const at::Tensor& stride, const at::Tensor& phase);
+
+// Uninitialised (out, lse) of sparse_attention for q: out as empty_attention_output, lse float32
+// [B, Hq, Sq].
+std::pair<at::Tensor, at::Tensor> empty_attention_outputs(const at::Tensor& q);
+
 // Output of sparse_attention: [B, Hq, Sq, D] viewed over a (B, Sq, Hq, D) contiguous buffer, the
 // layout transformers expects back from an attention function (a free transpose away).
 at::Tensor empty_attention_output(const at::Tensor& q);

@@ -18,14 +18,6 @@ namespace {
 static_assert(sizeof(mmi_device_check) == 2 * sizeof(int64_t),
               "mmi_device_check is carried in a 2-element int64 tensor");
 
-void check_head_list(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": dtype must be int32, got ",
-                   t.scalar_type());
-  TORCH_CHECK_VALUE(t.is_cuda(), name, ": expected a CUDA tensor, got ", t.device());
-  TORCH_CHECK_VALUE(t.dim() == 3, name, ": expected 3 dims (batch, heads, n), got shape ",
-                    t.sizes());
-}
-
 // Device storage for an mmi_device_check, and its host copy (waits for the current stream).
 at::Tensor new_device_check(const at::Tensor& like) {
   return at::empty({2}, like.options().dtype(at::kLong));
@@ -45,20 +37,11 @@ mmi_device_check* device_check_pointer(const at::Tensor& check) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_vertical_slash_index_cuda(
     const at::Tensor& vertical, const at::Tensor& slash, int64_t seq_q, int64_t seq_k,
     int64_t block_q, int64_t block_k, int64_t max_ranges) {
-  check_head_list(vertical, "vertical");
-  check_head_list(slash, "slash");
-  TORCH_CHECK_VALUE(slash.device() == vertical.device(), "slash: device ", slash.device(),
-                    " differs from vertical's ", vertical.device());
-  TORCH_CHECK_VALUE(vertical.size(0) == slash.size(0) && vertical.size(1) == slash.size(1),
-                    "slash: (batch, heads) ", slash.sizes(), " differ from vertical's ",
-                    vertical.sizes());
-  TORCH_CHECK_VALUE(seq_q >= 1, "seq_q must be >= 1, got ", seq_q);
-  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  check_vertical_slash_lists(vertical, slash, max_ranges);
   const c10::cuda::CUDAGuard guard(vertical.device());
   const at::Tensor v = vertical.contiguous(), s = slash.contiguous();
   const int64_t batch = v.size(0), heads = v.size(1), nv = v.size(2), ns = s.size(2);
   const int64_t nqb = mmi_num_q_blocks(seq_q, block_q);
-  TORCH_CHECK_VALUE(max_ranges >= 0, "max_ranges must be >= 0, got ", max_ranges);
   const at::TensorOptions int32 = v.options().dtype(at::kInt);
   at::Tensor ranges = at::empty({batch, heads, nqb, max_ranges, 2}, int32);
   at::Tensor range_count = at::empty({batch, heads, nqb}, int32);
@@ -82,19 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_grid_index_cuda
     const at::Tensor& stride, const at::Tensor& phase, int64_t seq, int64_t block_q,
     int64_t block_k, int64_t span_start, int64_t span_end, int64_t sink, int64_t local,
     bool use_hlines, bool use_vlines) {
-  TORCH_CHECK_TYPE(stride.scalar_type() == at::kInt, "stride: dtype must be int32, got ",
-                   stride.scalar_type());
-  TORCH_CHECK_TYPE(phase.scalar_type() == at::kInt, "phase: dtype must be int32, got ",
-                   phase.scalar_type());
-  TORCH_CHECK_VALUE(stride.dim() == 2, "stride: expected 2 dims (batch, heads), got shape ",
-                    stride.sizes());
-  TORCH_CHECK_VALUE(phase.sizes() == stride.sizes(), "phase: shape ", phase.sizes(),
-                    " differs from stride's ", stride.sizes());
-  TORCH_CHECK_VALUE(stride.is_cuda() && phase.device() == stride.device(),
-                    "stride/phase: expected CUDA tensors on one device, got ", stride.device(),
-                    " and ", phase.device());
-  TORCH_CHECK_VALUE(seq >= 1, "seq must be >= 1, got ", seq);
-  TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
+  check_grid_parameters(stride, phase);
   const c10::cuda::CUDAGuard guard(stride.device());
   const at::Tensor st = stride.contiguous(), ph = phase.contiguous();
   const int64_t batch = st.size(0), heads = st.size(1);

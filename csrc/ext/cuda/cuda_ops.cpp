@@ -15,13 +15,10 @@ std::tuple<at::Tensor, at::Tensor> sparse_attention_cuda(
     const at::Tensor& kv_range_count, const at::Tensor& kv_columns,
     const at::Tensor& kv_column_count, const std::optional<at::Tensor>& q_perm,
     const std::optional<at::Tensor>& k_perm, int64_t block_q, bool causal, double scale) {
-  TORCH_CHECK_VALUE(q.dim() == 4, "q: expected 4 dims (batch, heads, seq, head_dim), got shape ",
-                    q.sizes());
   // Any CUDA argument routes here; the outputs follow q, so q itself must be the CUDA one.
   TORCH_CHECK_VALUE(q.is_cuda(), "q: expected a CUDA tensor, got device ", q.device());
   const c10::cuda::CUDAGuard device_guard(q.device());
-  at::Tensor out = empty_attention_output(q);
-  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  const auto [out, lse] = empty_attention_outputs(q);
   const mmi_attention_problem problem =
       make_attention_problem(q, k, v, kv_ranges, kv_range_count, kv_columns, kv_column_count,
                              q_perm, k_perm, block_q, causal, scale, out, lse);
