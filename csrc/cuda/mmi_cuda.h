@@ -19,6 +19,10 @@
  * a malformed index may give wrong numbers but never an out-of-bounds access. Rows with no allowed
  * key are zeros with lse = -inf.
  *
+ * On compute capability 9.0 with sm_90a code in the binary, block_q 128 and head_dim 64 or 128 run
+ * a wgmma (Hopper) kernel, everything else an mma.sync kernel; set the environment variable
+ * MMI_CUDA_FORCE_MMA_SYNC=1 to force the mma.sync kernel (read at every call).
+ *
  * The call is asynchronous on `stream` (a cudaStream_t, NULL for the legacy default stream).
  * Launch and configuration failures return MMI_ERR_DEVICE with cudaGetErrorString's text; faults
  * during execution surface at the caller's next synchronisation. */
@@ -34,6 +38,13 @@ extern "C" {
 
 int mmi_sparse_attention_forward_cuda(const mmi_attention_problem *problem, void *stream,
                                       mmi_error *err);
+
+/* Which kernel mmi_sparse_attention_forward_cuda would run for `problem` on the current device:
+ * "sm90-wgmma" (compute capability 9.0, a binary with sm_90a code, block_q 128, head_dim 64 or
+ * 128; environment variable MMI_CUDA_FORCE_MMA_SYNC=1 turns it off), "mma-sync" (everything
+ * else), or a string starting with "none" when the problem fails the host checks or no device is
+ * usable. For diagnostics and benchmarks; a static string. */
+const char *mmi_sparse_attention_cuda_kernel_name(const mmi_attention_problem *problem);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,16 @@
 // C entry point of the CUDA forward: host-side checks of sizes, then dispatch over
-// (dtype, head_dim, block_q) to a kernel instantiation (kernel_traits.cuh).
+// (dtype, head_dim, block_q) to a kernel instantiation (kernel_traits.cuh), or to the sm_90a
+// wgmma kernel (sm90/) where it applies (see try_sm90 below).
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernel_traits.cuh"
 #include "mmi_cuda.h"
 #include "ptx_primitives.cuh"
+#include "sm90/sm90_attention_launch.cuh"
 #include "sparse_attention_launch.cuh"
 
 namespace {
@@ -162,7 +166,80 @@ int dispatch_head_dim(const mmi_attention_problem& p, int device, cudaStream_t s
   }
 }
 
+// ---- sm_90a wgmma path (csrc/cuda/sm90/) -------------------------------------------------------
+// Taken when the device is compute capability 9.0, the binary carries sm_90a code for the kernel,
+// block_q is 128 and head_dim 64 or 128 (dtype float16 / bfloat16 is already checked), unless the
+// environment variable MMI_CUDA_FORCE_MMA_SYNC is set to a non-empty value other than "0" (forces
+// the mma.sync kernel, e.g. for comparisons). Everything else runs the mma.sync kernel.
+bool force_mma_sync() {
+  const char* value = std::getenv("MMI_CUDA_FORCE_MMA_SYNC");
+  return value != nullptr && value[0] != '\0' && std::strcmp(value, "0") != 0;
+}
+
+template <class Element, int kHeadDim>
+bool sm90_path_available(int device) {
+  return mmi_cuda::sm90::sm90_kernel_available<mmi_cuda::sm90::Sm90Traits<kHeadDim>, Element>(
+      device);
+}
+
+// Whether the wgmma kernel would run this (checked) problem on `device`.
+template <class Element>
+bool sm90_applies(const mmi_attention_problem& p, int device, int major, int minor) {
+  if (major != 9 || minor != 0 || p.index.block_q != 128 || force_mma_sync()) return false;
+  if (p.head_dim == 128) return sm90_path_available<Element, 128>(device);
+  if (p.head_dim == 64) return sm90_path_available<Element, 64>(device);
+  return false;
+}
+
+template <class Element, int kHeadDim>
+int run_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream, mmi_error* err) {
+  using Traits = mmi_cuda::sm90::Sm90Traits<kHeadDim>;
+  int shared_limit = 0;
+  cudaError_t status =
+      cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (status != cudaSuccess) return device_error(status, "cudaDeviceGetAttribute", err);
+  if (shared_limit < mmi_cuda::sm90::sm90_shared_bytes<Traits>())
+    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
+                         "head_dim %d (sm90 kernel) needs %d bytes of shared memory per block; "
+                         "device %d offers %d",
+                         kHeadDim, mmi_cuda::sm90::sm90_shared_bytes<Traits>(), device,
+                         shared_limit);
+  status = mmi_cuda::sm90::launch_sm90_attention<Traits, Element>(p, device, stream);
+  if (status != cudaSuccess) return device_error(status, "sm90 sparse attention kernel launch", err);
+  return MMI_OK;
+}
+
+template <class Element>
+int dispatch_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream,
+                  mmi_error* err) {
+  if (p.head_dim == 128) return run_sm90<Element, 128>(p, device, stream, err);
+  return run_sm90<Element, 64>(p, device, stream, err);
+}
+
+int device_capability(int* device, int* major, int* minor, mmi_error* err) {
+  cudaError_t cuda_status = cudaGetDevice(device);
+  if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaGetDevice", err);
+  cuda_status = cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, *device);
+  if (cuda_status == cudaSuccess)
+    cuda_status = cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, *device);
+  if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaDeviceGetAttribute", err);
+  return MMI_OK;
+}
+// ---- end of the sm_90a path ----------------------------------------------------------------------
+
 }  // namespace
+
+extern "C" const char* mmi_sparse_attention_cuda_kernel_name(
+    const mmi_attention_problem* problem) {
+  mmi_error err;
+  if (check_problem(problem, &err) != MMI_OK) return "none (invalid problem)";
+  int device = 0, major = 0, minor = 0;
+  if (device_capability(&device, &major, &minor, &err) != MMI_OK) return "none (no device)";
+  const bool sm90 = problem->dtype == MMI_DTYPE_BFLOAT16
+                        ? sm90_applies<Bfloat16>(*problem, device, major, minor)
+                        : sm90_applies<Float16>(*problem, device, major, minor);
+  return sm90 ? "sm90-wgmma" : "mma-sync";
+}
 
 extern "C" int mmi_sparse_attention_forward_cuda(const mmi_attention_problem* problem,
                                                  void* stream, mmi_error* err) {
@@ -170,18 +247,19 @@ extern "C" int mmi_sparse_attention_forward_cuda(const mmi_attention_problem* pr
   const int status = check_problem(problem, err);
   if (status != MMI_OK) return status;
 
-  int device = 0;
-  cudaError_t cuda_status = cudaGetDevice(&device);
-  if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaGetDevice", err);
-  int major = 0;
-  cuda_status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaDeviceGetAttribute", err);
+  int device = 0, major = 0, minor = 0;
+  const int device_status = device_capability(&device, &major, &minor, err);
+  if (device_status != MMI_OK) return device_status;
   if (major < 8)
     return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
                          "device %d has compute capability %d.x; the CUDA kernel needs 8.0 or newer",
                          device, major);
 
   const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
+  if (problem->dtype == MMI_DTYPE_BFLOAT16 && sm90_applies<Bfloat16>(*problem, device, major, minor))
+    return dispatch_sm90<Bfloat16>(*problem, device, cuda_stream, err);
+  if (problem->dtype == MMI_DTYPE_FLOAT16 && sm90_applies<Float16>(*problem, device, major, minor))
+    return dispatch_sm90<Float16>(*problem, device, cuda_stream, err);
   if (problem->dtype == MMI_DTYPE_BFLOAT16)
     return dispatch_head_dim<Bfloat16>(*problem, device, cuda_stream, err);
   return dispatch_head_dim<Float16>(*problem, device, cuda_stream, err);

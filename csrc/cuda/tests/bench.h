@@ -1,7 +1,9 @@
 // Timing mode: full-density causal attention (one range per query block up to its causal limit),
 // B = 1, Hq = 28, Hkv = 4, D = 128, bfloat16, block_q 128, q/k/v/out stored (B, S, H, D).
-// Times the C entry point (the shipped configuration) and, for comparison, alternative tile
-// configurations of the same kernel launched directly.
+// Times the C entry point (the kernel it picks is printed) and, launched directly: the mma.sync
+// kernel's shipped configuration (what MMI_CUDA_FORCE_MMA_SYNC=1 runs), an alternative tile
+// configuration of it, and the sm_90a wgmma kernel (csrc/cuda/sm90/; only on compute capability
+// 9.0 with sm_90a code in the binary).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "device_run.h"
+#include "sm90/sm90_attention_launch.cuh"
 #include "sparse_attention_launch.cuh"
 
 namespace harness {
@@ -64,6 +67,21 @@ Launcher direct_launcher() {
   };
 }
 
+inline Launcher sm90_launcher() {
+  return [](const mmi_attention_problem& p) {
+    using Traits = mmi_cuda::sm90::Sm90Traits<128>;
+    int device = 0;
+    cudaGetDevice(&device);
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    if (major != 9 || minor != 0 ||
+        !mmi_cuda::sm90::sm90_kernel_available<Traits, mmi_cuda::Bfloat16>(device))
+      return cudaErrorNoKernelImageForDevice;
+    return mmi_cuda::sm90::launch_sm90_attention<Traits, mmi_cuda::Bfloat16>(p, device, nullptr);
+  };
+}
+
 inline int run_bench() {
   constexpr int64_t kHeads = 28, kKvHeads = 4, kDim = 128, kBlockQ = 128;
   struct Variant {
@@ -71,14 +89,18 @@ inline int run_bench() {
     Launcher launch;
   };
   const Variant variants[] = {
-      {"shipped (4 warps x 32 rows, Q smem)",
+      {"entry point",
        [](const mmi_attention_problem& p) {
          mmi_error err;
          return mmi_sparse_attention_forward_cuda(&p, nullptr, &err) == MMI_OK
                     ? cudaSuccess
                     : cudaErrorInvalidValue;
        }},
-      {"8 warps x 16 rows, Q regs", direct_launcher<mmi_cuda::KernelTraits<128, 128, 8, true, 1>>()},
+      {"mma.sync shipped (4 warps x 32 rows)",
+       direct_launcher<mmi_cuda::DefaultTraits<128, 128>::type>()},
+      {"mma.sync 8 warps x 16 rows, Q regs",
+       direct_launcher<mmi_cuda::KernelTraits<128, 128, 8, true, 1>>()},
+      {"sm90 wgmma (2 warpgroups, 64-key tiles)", sm90_launcher()},
   };
 
   cudaDeviceProp prop;
@@ -142,15 +164,18 @@ inline int run_bench() {
       p.index.kv_range_count = d_counts.get();
 
       const double flops = (causal ? 2.0 : 4.0) * seq * seq * kDim * kHeads;
+      std::printf("S=%-6lld %-10s entry point runs: %s\n", (long long)seq,
+                  causal ? "causal" : "non-causal", mmi_sparse_attention_cuda_kernel_name(&p));
       for (const Variant& variant : variants) {
-        if (variant.launch(p) != cudaSuccess) {
-          std::printf("  %-38s failed to launch: %s\n", variant.name,
-                      cudaGetErrorString(cudaGetLastError()));
+        const cudaError_t launched = variant.launch(p);
+        if (launched != cudaSuccess) {
+          (void)cudaGetLastError();
+          std::printf("  %-40s not run: %s\n", variant.name, cudaGetErrorString(launched));
           continue;
         }
         const double ms = median_ms([&] { variant.launch(p); }, 3, 20);
         HARNESS_CUDA_CHECK(cudaGetLastError());
-        std::printf("S=%-6lld %-10s %-38s %9.3f ms %7.1f TFLOP/s\n", (long long)seq,
+        std::printf("S=%-6lld %-10s %-40s %9.3f ms %7.1f TFLOP/s\n", (long long)seq,
                     causal ? "causal" : "non-causal", variant.name, ms, flops / (ms * 1e-3) / 1e12);
       }
     }

@@ -14,6 +14,11 @@
 #          --all        full suite, then --sanitize, then --bench (one build; non-zero if any fails)
 #          --build-only compile and link, run nothing
 # Build outputs go to build/cuda_harness/ (or $BUILD_DIR).
+# On compute capability 9.0 with ARCH sm_90a, block_q 128 with head_dim 64 / 128 runs the wgmma
+# kernel (csrc/cuda/sm90/); the harness prints the kernel of every case. Environment:
+#   MMI_CUDA_FORCE_MMA_SYNC=1   force the mma.sync kernel everywhere (read by the C entry point)
+# Every mode but --build-only and --bench first runs the host-only sm90 layout test
+# (sm90_layout_test.cpp: swizzle / descriptor / fragment bookkeeping, no GPU needed).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -55,6 +60,12 @@ wait "$harness_job"
 "$NVCC" "-gencode=arch=$COMPUTE,code=$ARCH" "$BUILD/harness.o" "$BUILD/sparse_attention_fwd.o" \
   "${objects[@]}" -Xcompiler -fopenmp -lgomp -lm -o "$BUILD/harness"
 echo "built $BUILD/harness ($ARCH)"
+"${CXX:-g++}" -std=c++17 -O2 -Wall -Wextra -I "$ROOT/csrc/cuda" "$ROOT/csrc/cuda/tests/sm90_layout_test.cpp" \
+  -o "$BUILD/sm90_layout_test"
+case "$MODE" in
+  --build-only|--bench) ;;
+  *) "$BUILD/sm90_layout_test" ;;
+esac
 
 HARNESS="$BUILD/harness"
 sanitize() {

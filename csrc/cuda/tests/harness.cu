@@ -5,7 +5,10 @@
 //                      shows a NaN, or writes anything but zeros / -inf for a row with no key
 //   harness --small    a few small cases plus a malformed index (for compute-sanitizer)
 //   harness --checks   host-side argument checks only (needs no GPU)
-//   harness --bench    timing at full causal density (bench.h)
+//   harness --bench    timing at full causal density (bench.h), both kernels
+// Every case runs through whichever kernel the C entry point picks (printed per case: sm90-wgmma on
+// an H100/H200 with sm_90a code for block_q 128 and head_dim 64/128, mma-sync otherwise); run with
+// MMI_CUDA_FORCE_MMA_SYNC=1 in the environment to force the mma.sync kernel everywhere.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -91,6 +94,18 @@ std::vector<CaseSpec> full_suite() {
                        P::kNone, true, 23);
   zero.zero_scale = true;
   cases.push_back(zero);
+  // block_q 128 with head_dim 64 / 128 runs the sm_90a kernel on Hopper: its negative-scale path,
+  // non-causal permuted keys and an fp16 vertical-slash index.
+  CaseSpec negative128 = spec("random, scale -0.3", bf, 1, 4, 2, 1000, 1000, 128, 128, true,
+                              I::kRandom, P::kBoth, false, 24);
+  negative128.scale = -0.3f;
+  cases.push_back(negative128);
+  cases.push_back(spec("random", fp, 1, 4, 1, 777, 2100, 128, 128, false, I::kRandom, P::kKey,
+                       true, 25));
+  cases.push_back(spec("vertical-slash", fp, 1, 4, 4, 4224, 4224, 128, 128, true,
+                       I::kVerticalSlash, P::kNone, true, 26));
+  cases.push_back(spec("dense", bf, 1, 2, 1, 4224, 4224, 64, 128, true, I::kDense, P::kModality,
+                       false, 27));
   return cases;
 }
 
@@ -104,6 +119,8 @@ std::vector<CaseSpec> small_suite() {
       spec("small dense", bf, 1, 2, 1, 130, 130, 64, 128, true, I::kDense, P::kNone, true, 33),
       spec("small vertical-slash", fp, 1, 2, 2, 100, 260, 96, 64, true, I::kVerticalSlash,
            P::kNone, false, 34),
+      spec("small random", fp, 1, 2, 1, 300, 300, 128, 128, false, I::kRandom, P::kQuery, false,
+           35),
   };
 }
 
@@ -128,8 +145,9 @@ bool run_suite(const std::vector<CaseSpec>& cases) {
     const Comparison c = compare(hp, ref, dev.out.download(), dev.lse.download(), kTolerance);
     char label[256];
     describe(s, label, sizeof label);
-    std::printf("%-4s %-26s %-80s rel %.2e  lse %.2e  empty rows %lld%s%s\n",
-                c.pass ? "ok" : "FAIL", s.name.c_str(), label, c.rel_error, c.lse_error,
+    std::printf("%-4s %-26s %-80s %-10s rel %.2e  lse %.2e  empty rows %lld%s%s\n",
+                c.pass ? "ok" : "FAIL", s.name.c_str(), label,
+                mmi_sparse_attention_cuda_kernel_name(&dev.problem), c.rel_error, c.lse_error,
                 (long long)c.empty_rows, c.nan_out + c.nan_lse > 0 ? "  NaN!" : "",
                 c.bad_empty_rows > 0 ? "  bad empty rows!" : "");
     std::fflush(stdout);
@@ -141,9 +159,9 @@ bool run_suite(const std::vector<CaseSpec>& cases) {
 
 // Out-of-range counts, ranges, columns and permutation entries: the kernel must neither fault nor
 // hang (memcheck checks the accesses); the numbers are not checked.
-bool run_malformed_index() {
-  CaseSpec s = spec("malformed index", MMI_DTYPE_BFLOAT16, 1, 2, 1, 200, 300, 64, 64, true,
-                    IndexKind::kRandom, PermKind::kBoth, false, 41);
+bool run_malformed_index(int64_t head_dim, int64_t block_q) {
+  CaseSpec s = spec("malformed index", MMI_DTYPE_BFLOAT16, 1, 2, 1, 200, 300, head_dim, block_q,
+                    true, IndexKind::kRandom, PermKind::kBoth, false, 41);
   HostProblem hp = make_host_problem(s);
   Rng rng(99);
   for (size_t i = 0; i < hp.kv_range_count.size(); ++i)
@@ -156,7 +174,8 @@ bool run_malformed_index() {
   for (int32_t& x : hp.k_perm) x = rng.below(4) == 0 ? 1 << 30 : static_cast<int32_t>(rng.below(300));
   DeviceProblem dev(hp);
   run_forward(dev, s.name);
-  std::printf("ok   malformed index: no fault\n");
+  std::printf("ok   malformed index (D=%lld bq=%lld, %s): no fault\n", (long long)head_dim,
+              (long long)block_q, mmi_sparse_attention_cuda_kernel_name(&dev.problem));
   return true;
 }
 
@@ -256,7 +275,8 @@ int main(int argc, char** argv) {
   if (checks_only) return ok ? 0 : 1;
   if (small) {
     ok = harness::run_suite(harness::small_suite()) && ok;
-    ok = harness::run_malformed_index() && ok;
+    ok = harness::run_malformed_index(64, 64) && ok;
+    ok = harness::run_malformed_index(128, 128) && ok;  // the sm_90a kernel on Hopper
   } else {
     ok = harness::run_suite(harness::full_suite()) && ok;
   }

@@ -1,0 +1,485 @@
+// Hopper (sm_90a) variant of the block-sparse attention forward: same semantics, index walk and
+// robustness rules as sparse_attention_kernel.cuh, with the two matrix products on wgmma.
+//
+// CTA = one (batch, query head, 128-row query block), 256 threads = 2 warpgroups; warpgroup w owns
+// query rows [64 w, 64 w + 64) (warp w' of it: rows 16 w' .. 16 w' + 15, thread rows g and g + 8
+// with g = lane / 4). Key tiles are the 64-slot tiles of key_tile_cursor.cuh.
+//
+// Pipeline (not warp-specialised; one __syncthreads per key tile, as the mma.sync kernel):
+//   prologue  the position warp (warp 0) locates key tiles 0 and 1; Q rows and K/V tile 0 are
+//             gathered with 16-byte cp.async into 128-byte-swizzled tiles (wgmma_primitives.cuh).
+//   tile i    wait for this thread's copies, fence.proxy.async (cp.async writes are generic-proxy,
+//             wgmma reads are async-proxy), barrier; every thread issues the K/V copies of tile
+//             i + 1 into the other buffer while warp 0 advances the walk; then each warpgroup:
+//               S[64x64]  = Q K^T      wgmma m64n64k16, A = Q (smem), B = K (smem), both K-major
+//               mask (only when the tile's max key position exceeds the warpgroup's min row
+//               limit), online softmax in the log2 domain on the float32 fragments
+//               O[64xD]  += P V        wgmma m64nDk16, A = P (registers, bf16/fp16 fragments
+//                                      converted from S), B = V (smem, MN-major: stored [key][d])
+//             A tile that no row of the warpgroup may attend is skipped (warpgroup-uniform test).
+//   epilogue  normalise, stage through the (swizzled) Q tile, scatter rows to their original
+//             positions with 16-byte stores; lse; rows without keys get zeros and -inf.
+// Occupancy: D = 64 runs two CTAs per SM (111 registers); D = 128 needs 144 registers (at 128,
+// ptxas spills and serialises the wgmmas), so one CTA per SM: softmax and tensor work overlap only
+// between the two warpgroups. Next steps for speed: FA3-style intra-warpgroup overlap (issue
+// S(i+1) before the softmax of tile i, needs a third K/V stage), 128-key tiles, a producer
+// warpgroup with setmaxnreg.
+#pragma once
+
+#include <cfloat>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
+#include "key_tile_cursor.cuh"
+#include "mmi_attention.h"
+#include "ptx_primitives.cuh"
+#include "sm90/wgmma_ops.cuh"
+#include "sm90/wgmma_primitives.cuh"
+
+namespace mmi_cuda {
+namespace sm90 {
+
+template <int kHeadDim_>
+struct Sm90Traits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockQ = 128;
+  static constexpr int kBlockK = kKeyTile;  // 64 key slots per tile
+  static constexpr int kThreads = 256;      // 2 warpgroups
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kRowsPerWarpGroup = 64;
+  static constexpr int kKSteps = kHeadDim / 16;     // k16 steps of Q K^T
+  static constexpr int kPvSteps = kBlockK / 16;     // k16 steps of P V
+  static constexpr int kScoreRegs = kBlockK / 2;    // m64n64 float32 accumulator per thread
+  static constexpr int kOutRegs = kHeadDim / 2;     // m64nD float32 accumulator per thread
+  static constexpr int kChunksPerRow = kHeadDim / 8;
+  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // gather rows per pass
+  // D = 128 needs more than the 128 registers of two CTAs per SM (64 output + 32 score + 16 P
+  // registers live across the wgmma): one CTA per SM, up to 255 registers.
+  static constexpr int kMinBlocksPerSm = kHeadDim == 128 ? 1 : 2;
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "swizzled tiles of 64-element blocks");
+  static_assert(kBlockK == 64, "S is one m64n64 wgmma tile");
+  static_assert(kRowsPerPass % 8 == 0, "a thread's rows keep their swizzle phase");
+};
+
+template <class Traits>
+struct Sm90Shared {
+  static constexpr int kTileQ = Traits::kBlockQ * Traits::kHeadDim;
+  static constexpr int kTileK = Traits::kBlockK * Traits::kHeadDim;
+
+  // Swizzled tiles first: the structure is placed at a 1024-byte aligned address and every tile
+  // size is a multiple of 1024 bytes.
+  uint16_t q[kTileQ];     // [128 rows, D]; reused as the output staging tile
+  uint16_t k[2][kTileK];  // double-buffered [64 keys, D]
+  uint16_t v[2][kTileK];
+  KeyTileMeta tile_meta[3];  // ring: computed (i), loaded (i + 1), located (i + 2)
+  int staged_pos[3][kKeyTile];
+  int key_pos[3][kKeyTile];
+  int query_pos[Traits::kBlockQ];
+  int2 warp_limits[Traits::kWarps];
+  KeySource source;
+  KeyCursor cursor;
+  const char* key_columns[Traits::kChunksPerRow];    // K of this (b, kv head) + chunk * 16 bytes
+  const char* value_columns[Traits::kChunksPerRow];  // same for V
+
+  static_assert(sizeof(uint16_t) * kTileQ % kSwizzleAtomBytes == 0, "aligned tiles");
+  static_assert(sizeof(uint16_t) * kTileK % kSwizzleAtomBytes == 0, "aligned tiles");
+};
+
+// Dynamic shared memory requested per CTA: the structure plus the slack to align it to 1024 bytes.
+template <class Traits>
+constexpr int sm90_shared_bytes() {
+  return static_cast<int>(sizeof(Sm90Shared<Traits>)) + kSwizzleAtomBytes;
+}
+
+#if defined(__CUDACC__)
+
+__device__ __forceinline__ const char* sm90_row_address(const char* base, int row,
+                                                        uint32_t stride_bytes) {
+  return base + static_cast<uint64_t>(static_cast<uint32_t>(row)) * stride_bytes;
+}
+
+// Copies kRows rows (row r from rows + pos[r] * stride_bytes; zero-filled and never read when
+// pos[r] is outside [0, seq)) into the swizzled tile at tile_address. Thread -> (row, chunk):
+// kChunksPerRow consecutive threads copy one row.
+template <class Traits, int kRows>
+__device__ __forceinline__ void sm90_gather_rows(uint32_t tile_address, const char* rows,
+                                                 uint32_t stride_bytes, const int* pos, int seq,
+                                                 int tid) {
+  constexpr int kPass = Traits::kRowsPerPass;
+  static_assert(kRows % kPass == 0, "whole passes");
+  const int chunk = tid % Traits::kChunksPerRow;
+  const int row = tid / Traits::kChunksPerRow;
+  const uint32_t address = tile_address + swizzled_chunk_offset(kRows, row, chunk);
+  const char* column = rows + chunk * 16;
+#pragma unroll
+  for (int i = 0; i < kRows / kPass; ++i) {
+    const int p = pos[row + i * kPass];
+    const bool valid = static_cast<unsigned>(p) < static_cast<unsigned>(seq);
+    cp_async_16(address + i * kPass * kSwizzleRowBytes,
+                sm90_row_address(column, valid ? p : 0, stride_bytes), valid);
+  }
+}
+
+// Flips the sign of the chunks this thread copied with sm90_gather_rows, after they landed.
+template <class Traits, int kRows>
+__device__ __forceinline__ void sm90_negate_rows(unsigned char* tile, int tid) {
+  constexpr int kPass = Traits::kRowsPerPass;
+  const int chunk = tid % Traits::kChunksPerRow;
+  const int row = tid / Traits::kChunksPerRow;
+  unsigned char* base = tile + swizzled_chunk_offset(kRows, row, chunk);
+#pragma unroll
+  for (int i = 0; i < kRows / kPass; ++i) {
+    uint4* c = reinterpret_cast<uint4*>(base + i * kPass * kSwizzleRowBytes);
+    uint4 bits = *c;
+    bits.x ^= 0x80008000u;
+    bits.y ^= 0x80008000u;
+    bits.z ^= 0x80008000u;
+    bits.w ^= 0x80008000u;
+    *c = bits;
+  }
+}
+
+// K and V rows of one key tile (same positions).
+template <class Traits>
+__device__ __forceinline__ void sm90_gather_key_tile(uint32_t k_tile, uint32_t v_tile,
+                                                     const char* const* key_columns,
+                                                     uint32_t k_stride_bytes,
+                                                     const char* const* value_columns,
+                                                     uint32_t v_stride_bytes, const int* key_pos,
+                                                     int seq_k, int tid) {
+  constexpr int kRows = Traits::kBlockK;
+  constexpr int kPass = Traits::kRowsPerPass;
+  static_assert(kRows % kPass == 0, "whole passes");
+  const int chunk = tid % Traits::kChunksPerRow;
+  const int row = tid / Traits::kChunksPerRow;
+  const char* k_column = key_columns[chunk];
+  const char* v_column = value_columns[chunk];
+  const uint32_t offset = swizzled_chunk_offset(kRows, row, chunk);
+#pragma unroll
+  for (int i = 0; i < kRows / kPass; ++i) {
+    const int p = key_pos[row + i * kPass];
+    const bool valid = static_cast<unsigned>(p) < static_cast<unsigned>(seq_k);
+    const int r = valid ? p : 0;
+    const uint32_t step = offset + i * kPass * kSwizzleRowBytes;
+    cp_async_16(k_tile + step, sm90_row_address(k_column, r, k_stride_bytes), valid);
+    cp_async_16(v_tile + step, sm90_row_address(v_column, r, v_stride_bytes), valid);
+  }
+}
+
+// Same rule as RowLimits (warp_attention.cuh): key position j is allowed iff j <= limit.
+__device__ __forceinline__ int sm90_row_limit(int query_pos, int causal_offset, bool causal) {
+  return query_pos < 0 ? -1 : (causal ? query_pos + causal_offset : kNoKey - 1);
+}
+
+template <class Element>
+struct WgmmaFor;
+template <>
+struct WgmmaFor<Bfloat16> {
+  using type = WgmmaBf16;
+};
+template <>
+struct WgmmaFor<Float16> {
+  using type = WgmmaF16;
+};
+
+template <class Traits, class Element>
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
+    sm90_attention_fwd_kernel(const mmi_attention_problem p) {
+#if defined(MMI_SM90_WGMMA_AVAILABLE)
+  using Storage = Sm90Shared<Traits>;
+  using Wgmma = typename WgmmaFor<Element>::type;
+  constexpr int kD = Traits::kHeadDim;
+  extern __shared__ __align__(128) unsigned char sm90_smem_raw[];
+  const uint32_t raw_address = shared_address(sm90_smem_raw);
+  unsigned char* smem_base =
+      sm90_smem_raw + ((kSwizzleAtomBytes - (raw_address & (kSwizzleAtomBytes - 1))) &
+                       (kSwizzleAtomBytes - 1));
+  Storage& smem = *reinterpret_cast<Storage*>(smem_base);
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wg = warp >> 2;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+
+  // CTA -> (b, h, query block): query blocks last-first, all heads of a block together.
+  const int q_heads = static_cast<int>(p.q_heads);
+  const int heads_total = static_cast<int>(p.batch) * q_heads;
+  const int wave = blockIdx.x / heads_total;
+  const int bh = blockIdx.x - wave * heads_total;
+  const int qb = static_cast<int>(p.index.num_q_blocks) - 1 - wave;
+  const int b = bh / q_heads;
+  const int h = bh - b * q_heads;
+  const int kv_h = h / (q_heads / static_cast<int>(p.kv_heads));
+  const int seq_q = static_cast<int>(p.seq_q);
+  const int seq_k = static_cast<int>(p.seq_k);
+
+  // Prologue (as the mma.sync kernel): tile 0 located and validated, tile 1 located.
+  if (warp == 0) {
+    if (lane == 0) key_walk_init(p, b, h, qb, smem.source, smem.cursor);
+    __syncwarp();
+    key_tile_issue(smem.source, smem.cursor, smem.staged_pos[0], smem.tile_meta[0], seq_k, lane);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncwarp();
+    key_tile_finalize(smem.staged_pos[0], smem.key_pos[0], smem.tile_meta[0], seq_k, lane);
+    if (smem.tile_meta[0].x != 0)
+      key_tile_issue(smem.source, smem.cursor, smem.staged_pos[1], smem.tile_meta[1], seq_k, lane);
+  }
+  {
+    const int32_t* q_perm = p.index.q_perm;
+    if (q_perm != nullptr) q_perm += b * p.index.q_perm_stride_b + h * p.index.q_perm_stride_h;
+    for (int r = tid; r < Traits::kBlockQ; r += Traits::kThreads) {
+      const int slot = qb * Traits::kBlockQ + r;
+      int pos = -1;
+      if (slot < seq_q) {
+        pos = q_perm != nullptr ? __ldg(q_perm + slot) : slot;
+        if (static_cast<unsigned>(pos) >= static_cast<unsigned>(seq_q)) pos = -1;
+      }
+      smem.query_pos[r] = pos;
+    }
+  }
+  if (tid < Traits::kChunksPerRow) {
+    smem.key_columns[tid] = static_cast<const char*>(p.k) +
+                            (b * p.k_stride_b + kv_h * p.k_stride_h) * 2 + tid * 16;
+    smem.value_columns[tid] = static_cast<const char*>(p.v) +
+                              (b * p.v_stride_b + kv_h * p.v_stride_h) * 2 + tid * 16;
+  }
+  __syncthreads();
+
+  const uint32_t q_tile = shared_address(smem.q);
+  const uint32_t k_tile0 = shared_address(smem.k[0]);
+  const uint32_t v_tile0 = shared_address(smem.v[0]);
+  constexpr uint32_t kBufferBytes = sizeof(smem.k[0]);
+  const uint32_t k_stride_bytes = static_cast<uint32_t>(p.k_stride_s * 2);
+  const uint32_t v_stride_bytes = static_cast<uint32_t>(p.v_stride_s * 2);
+
+  sm90_gather_rows<Traits, Traits::kBlockQ>(
+      q_tile, static_cast<const char*>(p.q) + (b * p.q_stride_b + h * p.q_stride_h) * 2,
+      static_cast<uint32_t>(p.q_stride_s * 2), smem.query_pos, seq_q, tid);
+  bool have_tile = smem.tile_meta[0].x != 0;
+  if (have_tile)
+    sm90_gather_key_tile<Traits>(k_tile0, v_tile0, smem.key_columns, k_stride_bytes,
+                                 smem.value_columns, v_stride_bytes, smem.key_pos[0], seq_k, tid);
+  cp_async_commit();
+
+  // exp2 on q.k * scale_log2 with scale_log2 > 0: negative scales flip q, zero becomes FLT_MIN.
+  float scale_log2 = fabsf(p.scale) * 1.4426950408889634f;
+  if (!(scale_log2 >= FLT_MIN)) scale_log2 = FLT_MIN;
+  if (p.scale < 0.f) {
+    cp_async_wait<0>();
+    sm90_negate_rows<Traits, Traits::kBlockQ>(reinterpret_cast<unsigned char*>(smem.q), tid);
+    // published to the async proxy by the fence + barrier at the top of the key loop
+  }
+
+  // Row limits of this thread's two rows, and per warp the min / max limit (skip / mask tests).
+  const int causal_offset = seq_k - seq_q;
+  const bool causal = p.causal != 0;
+  int row_limit[2];
+  {
+    int limit_min = INT_MAX;
+    int limit_max = -1;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int pos = smem.query_pos[warp * 16 + hf * 8 + g];
+      row_limit[hf] = sm90_row_limit(pos, causal_offset, causal);
+      if (pos >= 0) limit_min = min(limit_min, row_limit[hf]);
+      limit_max = max(limit_max, row_limit[hf]);
+    }
+    limit_min = __reduce_min_sync(0xffffffffu, limit_min);
+    limit_max = __reduce_max_sync(0xffffffffu, limit_max);
+    if (lane == 0) smem.warp_limits[warp] = make_int2(limit_min, limit_max);
+  }
+  __syncthreads();
+  // Warpgroup-wide limits: wgmma is issued by whole warpgroups, so skipping is decided per group.
+  int wg_limit_min = INT_MAX;
+  int wg_limit_max = -1;
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    const int2 l = smem.warp_limits[wg * 4 + w];
+    wg_limit_min = min(wg_limit_min, l.x);
+    wg_limit_max = max(wg_limit_max, l.y);
+  }
+
+  float o[Traits::kOutRegs];
+#pragma unroll
+  for (int i = 0; i < Traits::kOutRegs; ++i) o[i] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY};  // raw-score units
+  float row_sum[2] = {0.f, 0.f};              // this thread's part (4 threads per row)
+
+  int ring = 0;
+  uint32_t buf = 0;
+#pragma unroll 1
+  while (have_tile) {
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    const int ring_next = ring == 2 ? 0 : ring + 1;
+    const int ring_after = ring_next == 2 ? 0 : ring_next + 1;
+    const bool have_next = smem.tile_meta[ring_next].x != 0;
+    if (have_next) {
+      sm90_gather_key_tile<Traits>(k_tile0 + (buf ^ 1) * kBufferBytes,
+                                   v_tile0 + (buf ^ 1) * kBufferBytes, smem.key_columns,
+                                   k_stride_bytes, smem.value_columns, v_stride_bytes,
+                                   smem.staged_pos[ring_next], seq_k, tid);
+      if (warp == 0) {
+        key_tile_finalize(smem.staged_pos[ring_next], smem.key_pos[ring_next],
+                          smem.tile_meta[ring_next], seq_k, lane);
+        key_tile_issue(smem.source, smem.cursor, smem.staged_pos[ring_after],
+                       smem.tile_meta[ring_after], seq_k, lane);
+      }
+    }
+    cp_async_commit();
+
+    const KeyTileMeta meta = smem.tile_meta[ring];
+    if (meta.y <= wg_limit_max) {  // some key allowed for some row of the warpgroup (uniform)
+      const uint32_t k_tile = k_tile0 + buf * kBufferBytes;
+      const uint32_t v_tile = v_tile0 + buf * kBufferBytes;
+
+      // S = Q K^T.
+      float s[Traits::kScoreRegs];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < Traits::kKSteps; ++ks)
+        Wgmma::ss_n64(s, k_major_descriptor(q_tile, Traits::kBlockQ, wg * 64, ks),
+                      k_major_descriptor(k_tile, Traits::kBlockK, 0, ks), ks > 0 ? 1 : 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
+
+      // s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
+      if (meta.z > wg_limit_min) {
+        const int* key_pos = smem.key_pos[ring];
+#pragma unroll
+        for (int j = 0; j < Traits::kBlockK / 8; ++j) {
+          const int2 kp = *reinterpret_cast<const int2*>(key_pos + j * 8 + 2 * t);
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            if (kp.x > row_limit[hf]) s[4 * j + 2 * hf] = -INFINITY;
+            if (kp.y > row_limit[hf]) s[4 * j + 2 * hf + 1] = -INFINITY;
+          }
+        }
+      }
+
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < Traits::kBlockK / 8; ++j)
+          tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float old_max = row_max[hf];
+        const float new_max = fmaxf(old_max, tile_max);
+        const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+        const float correction = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
+        row_max[hf] = new_max;
+        float tile_sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < Traits::kBlockK / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float prob = fast_exp2(fmaf(s[4 * j + 2 * hf + e], scale_log2, -ref));
+            s[4 * j + 2 * hf + e] = prob;
+            tile_sum += prob;
+          }
+        row_sum[hf] = row_sum[hf] * correction + tile_sum;
+        if (__any_sync(0xffffffffu, new_max != old_max)) {
+#pragma unroll
+          for (int j = 0; j < kD / 8; ++j) {
+            o[4 * j + 2 * hf] *= correction;
+            o[4 * j + 2 * hf + 1] *= correction;
+          }
+        }
+      }
+
+      // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
+      uint32_t pa[Traits::kPvSteps][4];
+#pragma unroll
+      for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
+        pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
+        pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
+        pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
+        pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
+      }
+
+      // O += P V.
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
+        const uint64_t v_desc = mn_major_descriptor(v_tile, Traits::kBlockK, kk);
+        if constexpr (kD == 128)
+          Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
+        else
+          Wgmma::rs_n64_tb(o, pa[kk], v_desc, 1);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
+#pragma unroll
+      for (int kk = 0; kk < Traits::kPvSteps; ++kk)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
+    }
+
+    ring = ring_next;
+    buf ^= 1;
+    have_tile = have_next;
+  }
+
+  // Epilogue. Every copy into the Q tile has landed and every wgmma reading it has completed.
+  cp_async_wait<0>();
+  __syncthreads();
+  constexpr float kLn2 = 0.6931471805599453f;
+  unsigned char* stage = reinterpret_cast<unsigned char*>(smem.q);
+  float* lse_rows =
+      p.lse != nullptr ? p.lse + (static_cast<int64_t>(b) * q_heads + h) * seq_q : nullptr;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float sum = row_sum[hf];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int row = warp * 16 + hf * 8 + g;
+#pragma unroll
+    for (int j = 0; j < kD / 8; ++j)
+      *reinterpret_cast<uint32_t*>(stage +
+                                   swizzled_element_offset(Traits::kBlockQ, row, 8 * j + 2 * t)) =
+          Element::pack(o[4 * j + 2 * hf] * inv, o[4 * j + 2 * hf + 1] * inv);
+    if (lse_rows != nullptr && t == 0) {
+      const int pos = smem.query_pos[row];
+      if (pos >= 0)
+        lse_rows[pos] =
+            sum > 0.f ? (row_max[hf] * scale_log2 + fast_log2(sum)) * kLn2 : -INFINITY;
+    }
+  }
+  __syncthreads();
+  uint16_t* out_rows = static_cast<uint16_t*>(p.out) + b * p.out_stride_b + h * p.out_stride_h;
+  {
+    constexpr int kPass = Traits::kRowsPerPass;
+    const int chunk = tid % Traits::kChunksPerRow;
+    const int row0 = tid / Traits::kChunksPerRow;
+#pragma unroll
+    for (int i = 0; i < Traits::kBlockQ / kPass; ++i) {
+      const int row = row0 + i * kPass;
+      const int pos = smem.query_pos[row];
+      if (pos >= 0)
+        *reinterpret_cast<uint4*>(out_rows + pos * p.out_stride_s + chunk * 8) =
+            *reinterpret_cast<const uint4*>(
+                stage + swizzled_chunk_offset(Traits::kBlockQ, row, chunk));
+    }
+  }
+#else
+  // Built without sm_90a features: the host never launches this (sm90_kernel_available).
+  __trap();
+#endif
+}
+
+#endif  // __CUDACC__
+
+}  // namespace sm90
+}  // namespace mmi_cuda

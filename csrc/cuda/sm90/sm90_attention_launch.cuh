@@ -1,0 +1,69 @@
+// Host side of the sm_90a wgmma forward (sm90_attention_kernel.cuh): availability check and launch.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "mmi_attention.h"
+#include "sm90/sm90_attention_kernel.cuh"
+
+namespace mmi_cuda {
+namespace sm90 {
+
+// Whether the kernel instantiation can run on `device` (compute capability 9.0 checked by the
+// caller): the loaded image must be real sm_90 code built from the sm_90a target
+// (-gencode=arch=compute_90a,code=sm_90a). Builds without it (sm_80 only, where the driver would
+// JIT compute_80 PTX, or plain compute_90 without the 'a' features) contain a trapping stub: its
+// register count gives it away. Cached per device (< 64).
+template <class Traits, class Element>
+bool sm90_kernel_available(int device) {
+  static std::atomic<uint64_t> checked{0};
+  static std::atomic<uint64_t> available{0};
+  const uint64_t bit = device >= 0 && device < 64 ? (uint64_t{1} << device) : 0;
+  if (bit != 0 && (checked.load(std::memory_order_acquire) & bit) != 0)
+    return (available.load(std::memory_order_acquire) & bit) != 0;
+  cudaFuncAttributes attributes{};
+  bool ok = cudaFuncGetAttributes(&attributes, sm90_attention_fwd_kernel<Traits, Element>) ==
+            cudaSuccess;
+  if (!ok) (void)cudaGetLastError();  // no image for this device: not an error of the call
+  // The stub needs a handful of registers; the real kernel well over 64.
+  ok = ok && attributes.binaryVersion == 90 && attributes.ptxVersion >= 90 &&
+       attributes.numRegs >= 64;
+  if (bit != 0) {
+    if (ok) available.fetch_or(bit, std::memory_order_acq_rel);
+    checked.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  return ok;
+}
+
+template <class Traits, class Element>
+cudaError_t prepare_sm90_kernel(int device) {
+  static std::atomic<uint64_t> prepared{0};
+  const uint64_t bit = device >= 0 && device < 64 ? (uint64_t{1} << device) : 0;
+  if (bit != 0 && (prepared.load(std::memory_order_acquire) & bit) != 0) return cudaSuccess;
+  const cudaError_t status =
+      cudaFuncSetAttribute(sm90_attention_fwd_kernel<Traits, Element>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           sm90_shared_bytes<Traits>());
+  if (status == cudaSuccess && bit != 0) prepared.fetch_or(bit, std::memory_order_acq_rel);
+  return status;
+}
+
+// Launches on `stream` on the current `device`; `problem` must have passed the host checks of the
+// C entry point, with block_q 128 and head_dim Traits::kHeadDim.
+template <class Traits, class Element>
+cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int device,
+                                  cudaStream_t stream) {
+  cudaError_t status = prepare_sm90_kernel<Traits, Element>(device);
+  if (status != cudaSuccess) return status;
+  const int64_t ctas = problem.batch * problem.q_heads * problem.index.num_q_blocks;
+  sm90_attention_fwd_kernel<Traits, Element>
+      <<<static_cast<unsigned>(ctas), Traits::kThreads, sm90_shared_bytes<Traits>(), stream>>>(
+          problem);
+  return cudaGetLastError();
+}
+
+}  // namespace sm90
+}  // namespace mmi_cuda
