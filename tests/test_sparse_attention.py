@@ -76,8 +76,9 @@ def test_full_causal_index_equals_dense_causal(device, dtype, seq_q, seq_k, bloc
     out = mmi.sparse_attention(q, k, v, mmi.SparseIndex.causal(seq_q, seq_k, block_q, device))
     mask = torch.ones(seq_q, seq_k, dtype=torch.bool).tril(diagonal=seq_k - seq_q)
     ref = torch.nn.functional.scaled_dot_product_attention(
-        q.double(), k.double().repeat_interleave(2, 1), v.double().repeat_interleave(2, 1), attn_mask=mask)
-    assert relative_error(out, ref) < TOLERANCE[dtype]
+        q.cpu().double(), k.cpu().double().repeat_interleave(2, 1), v.cpu().double().repeat_interleave(2, 1),
+        attn_mask=mask)
+    assert relative_error(out.cpu(), ref) < TOLERANCE[dtype]
 
 
 def test_rows_without_keys_are_zero_with_lse_minus_inf():
