@@ -12,10 +12,22 @@ from .ops import (
     sparse_attention,
 )
 from .sparse_index import SparseIndex
+from .patterns import AShape, Auto, Dense, Grid, HeadConfig, QBoundary, TwoDBoundary, VerticalSlash
+from .attention import HeadChoice, sparse_attention_for_layout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AShape",
+    "Auto",
+    "Dense",
+    "Grid",
+    "HeadChoice",
+    "HeadConfig",
+    "QBoundary",
+    "TwoDBoundary",
+    "VerticalSlash",
+    "sparse_attention_for_layout",
     "Modality",
     "ModalityLayout",
     "PairKind",

@@ -61,3 +61,24 @@ def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candid
     stride = strides[choice]
     phase = torch.gather(torch.stack(phases, dim=-1), -1, choice[..., None]).squeeze(-1)
     return stride.to(torch.int32), phase.to(torch.int32)
+
+
+def grid_lift(vertical_score: torch.Tensor, span: tuple[int, int], stride: torch.Tensor,
+              phase: torch.Tensor) -> torch.Tensor:
+    """The lift of a detected grid: median mass of its lines in `span` over the span's mean mass
+    per key (the score `grid_from_scores` maximises; about 1 without periodic structure).
+
+    Args: vertical_score float `(B, H, Sk)`; stride, phase int `(B, H)` (phase relative to span[0]).
+    Returns float32 `(B, H)`."""
+    start, end = span
+    column_mass = vertical_score[..., start:end].float()
+    n = end - start
+    mean_mass = column_mass.sum(-1) / n
+    lift = torch.zeros(stride.shape, dtype=torch.float32, device=vertical_score.device)
+    for b in range(stride.shape[0]):
+        for h in range(stride.shape[1]):
+            s, p = int(stride[b, h]), int(phase[b, h])
+            lines = column_mass[b, h, p::s]
+            lines = lines[: n // s] if n // s >= 1 else lines
+            lift[b, h] = lines.median() / mean_mass[b, h].clamp_min(1e-30)
+    return lift
