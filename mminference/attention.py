@@ -105,9 +105,7 @@ def _detect_grid(scores: _Scores, layout: Optional[ModalityLayout], modality: Op
     strides = candidate_strides(grid, tpf, span[1])
     if not strides:
         raise ValueError(f"strides: no candidate stride leaves 2 or more lines in the {span[1]} gridded tokens")
-    # tolerance 0.5: a multiple of the true stride scores at most as high (on expectation), so
-    # sampling noise among few lines must not let it beat the true stride.
-    stride, phase = estimate.grid_from_scores(mass, span, strides, tolerance=0.5)
+    stride, phase = estimate.grid_from_scores(mass, span, strides)
     return stride, phase, estimate.grid_lift(mass, span, stride, phase)
 
 

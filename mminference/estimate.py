@@ -30,14 +30,21 @@ def vertical_slash_from_scores(vertical_score: torch.Tensor, slash_score: torch.
     return vertical.to(torch.int32), slash.to(torch.int32)
 
 
+def _robust_line_mass(lines: torch.Tensor, dim: int) -> torch.Tensor:
+    """Median over `dim`: one recent, locally boosted line (or a few) cannot move it."""
+    return lines.median(dim=dim).values
+
+
 def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candidate_strides: Sequence[int],
-                     tolerance: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+                     tolerance: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head stride and phase of the strongest periodic key-column pattern inside `span`.
 
     For stride s the key mass of the span is folded into (lines, s); a phase's score is the median
     mass of its lines over the span's mean mass per key (a lift: small strides do not win by
-    covering more keys, and the median keeps one recent, locally boosted line from deciding).
-    Multiples of the true stride score as high, so the smallest stride within `tolerance` of the
+    covering more keys, and the median keeps recent, locally boosted lines from deciding).
+    Multiples of the true stride score at most as high in expectation but can win on noise among
+    few lines, while divisors score about half as high, so the smallest stride within `tolerance`
+    (default 0.5) of the
     best lift wins; candidates with fewer than 2 lines in the span are ignored. Returns int32
     `stride (B, H)` and `phase (B, H)`."""
     start, end = span
@@ -50,7 +57,7 @@ def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candid
     lifts, phases = [], []
     for s in candidate_strides:
         lines = n // s
-        folded = column_mass[..., : lines * s].reshape(*column_mass.shape[:2], lines, s).median(dim=2).values
+        folded = _robust_line_mass(column_mass[..., : lines * s].reshape(*column_mass.shape[:2], lines, s), dim=2)
         best, phase = folded.max(dim=-1)
         lifts.append(best / mean_mass.squeeze(-1).clamp_min(1e-30))
         phases.append(phase)
@@ -65,7 +72,8 @@ def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candid
 
 def grid_lift(vertical_score: torch.Tensor, span: tuple[int, int], stride: torch.Tensor,
               phase: torch.Tensor) -> torch.Tensor:
-    """The lift of a detected grid: median mass of its lines in `span` over the span's mean mass
+    """The lift of a detected grid: median mass of its lines in `span` (as in `grid_from_scores`)
+    over the span's mean mass
     per key (the score `grid_from_scores` maximises; about 1 without periodic structure).
 
     Args: vertical_score float `(B, H, Sk)`; stride, phase int `(B, H)` (phase relative to span[0]).
@@ -80,5 +88,5 @@ def grid_lift(vertical_score: torch.Tensor, span: tuple[int, int], stride: torch
             s, p = int(stride[b, h]), int(phase[b, h])
             lines = column_mass[b, h, p::s]
             lines = lines[: n // s] if n // s >= 1 else lines
-            lift[b, h] = lines.median() / mean_mass[b, h].clamp_min(1e-30)
+            lift[b, h] = _robust_line_mass(lines, dim=0) / mean_mass[b, h].clamp_min(1e-30)
     return lift
