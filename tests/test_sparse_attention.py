@@ -69,6 +69,8 @@ def test_random_index_matches_masked_dense(device, dtype, case, seed):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("seq_q,seq_k,block_q", [(100, 100, 64), (1000, 1000, 128), (300, 700, 64)])
 def test_full_causal_index_equals_dense_causal(device, dtype, seq_q, seq_k, block_q):
+    if device == "cuda" and dtype == torch.float32:
+        pytest.skip("CUDA kernel: float16/bfloat16 only")
     gen = torch.Generator().manual_seed(seq_q)
     q = torch.randn(1, 4, seq_q, 64, generator=gen).to(device, dtype)
     k = torch.randn(1, 2, seq_k, 64, generator=gen).to(device, dtype)
