@@ -40,9 +40,16 @@
 namespace mmi_cuda {
 namespace sm90 {
 
-template <int kHeadDim_>
+// kPipelined_ selects the main loop: false = the original one (S, softmax, P V of one tile in
+// sequence, two K/V buffers), true = FA3-style intra-warpgroup overlap (the softmax of tile i runs
+// while the tensor cores do P(i-1) V(i-1); three K/V buffers).
+template <int kHeadDim_, bool kPipelined_ = true>
 struct Sm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
+  static constexpr bool kPipelined = kPipelined_;
+  // K/V buffers: computed tile, prefetched tile, and (pipelined) the V of the tile whose P V is
+  // still in flight.
+  static constexpr int kStages = kPipelined_ ? 3 : 2;
   static constexpr int kBlockQ = 128;
   static constexpr int kBlockK = kKeyTile;  // 64 key slots per tile
   static constexpr int kThreads = 256;      // 2 warpgroups
@@ -70,8 +77,8 @@ struct Sm90Shared {
   // Swizzled tiles first: the structure is placed at a 1024-byte aligned address and every tile
   // size is a multiple of 1024 bytes.
   uint16_t q[kTileQ];     // [128 rows, D]; reused as the output staging tile
-  uint16_t k[2][kTileK];  // double-buffered [64 keys, D]
-  uint16_t v[2][kTileK];
+  uint16_t k[Traits::kStages][kTileK];  // ring of [64 keys, D] tiles
+  uint16_t v[Traits::kStages][kTileK];
   KeyTileMeta tile_meta[3];  // ring: computed (i), loaded (i + 1), located (i + 2)
   int staged_pos[3][kKeyTile];
   int key_pos[3][kKeyTile];
@@ -311,106 +318,199 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
 
   int ring = 0;
   uint32_t buf = 0;
+  if constexpr (Traits::kPipelined) {
+    // FA3-style intra-warpgroup overlap. Iteration i (tile i in buffer buf, its K and V landed):
+    //   issue S(i) = Q K(i)^T, then O += P(i-1) V(i-1) (V(i-1) still in buffer buf - 1), two
+    //   commit groups; wait for S(i) only and run the mask + online softmax of tile i while the
+    //   tensor cores do P(i-1) V(i-1); then wait for it, rescale O by tile i's correction and
+    //   convert S(i) to P(i), whose P V is issued in iteration i + 1 (or after the loop).
+    // The copies of tile i + 1 go to buffer buf + 1 = buf - 2 (mod 3), last read by P(i-2) V(i-2),
+    // which completed (wait_group 0) before this iteration's barrier.
+    // A tile the warpgroup skips issues only the pending P V. pending is warpgroup-uniform.
+    uint32_t pa[Traits::kPvSteps][4];
+#pragma unroll
+    for (int kk = 0; kk < Traits::kPvSteps; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
+    bool pending = false;
+    uint32_t pending_v = v_tile0;
 #pragma unroll 1
-  while (have_tile) {
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
-    const int ring_next = ring == 2 ? 0 : ring + 1;
-    const int ring_after = ring_next == 2 ? 0 : ring_next + 1;
-    const bool have_next = smem.tile_meta[ring_next].x != 0;
-    if (have_next) {
-      sm90_gather_key_tile<Traits>(k_tile0 + (buf ^ 1) * kBufferBytes,
-                                   v_tile0 + (buf ^ 1) * kBufferBytes, smem.key_columns,
-                                   k_stride_bytes, smem.value_columns, v_stride_bytes,
-                                   smem.staged_pos[ring_next], seq_k, tid);
-      if (warp == 0) {
-        key_tile_finalize(smem.staged_pos[ring_next], smem.key_pos[ring_next],
-                          smem.tile_meta[ring_next], seq_k, lane);
-        key_tile_issue(smem.source, smem.cursor, smem.staged_pos[ring_after],
-                       smem.tile_meta[ring_after], seq_k, lane);
+    while (have_tile) {
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+      const int ring_next = ring == 2 ? 0 : ring + 1;
+      const int ring_after = ring_next == 2 ? 0 : ring_next + 1;
+      const uint32_t buf_next = buf + 1 == Traits::kStages ? 0u : buf + 1;
+      const bool have_next = smem.tile_meta[ring_next].x != 0;
+      if (have_next) {
+        sm90_gather_key_tile<Traits>(k_tile0 + buf_next * kBufferBytes,
+                                     v_tile0 + buf_next * kBufferBytes, smem.key_columns,
+                                     k_stride_bytes, smem.value_columns, v_stride_bytes,
+                                     smem.staged_pos[ring_next], seq_k, tid);
+        if (warp == 0) {
+          key_tile_finalize(smem.staged_pos[ring_next], smem.key_pos[ring_next],
+                            smem.tile_meta[ring_next], seq_k, lane);
+          key_tile_issue(smem.source, smem.cursor, smem.staged_pos[ring_after],
+                         smem.tile_meta[ring_after], seq_k, lane);
+        }
       }
-    }
-    cp_async_commit();
+      cp_async_commit();
 
-    const KeyTileMeta meta = smem.tile_meta[ring];
-    if (meta.y <= wg_limit_max) {  // some key allowed for some row of the warpgroup (uniform)
+      const KeyTileMeta meta = smem.tile_meta[ring];
+      const bool compute = meta.y <= wg_limit_max;  // warpgroup-uniform
       const uint32_t k_tile = k_tile0 + buf * kBufferBytes;
       const uint32_t v_tile = v_tile0 + buf * kBufferBytes;
 
-      // S = Q K^T.
+      // Each case issues its wgmmas in straight-line code right after its own wgmma.fence (a
+      // branch join between two wgmma issues makes ptxas serialise them, C7520).
       float s[Traits::kScoreRegs];
-      wgmma_fence();
+      auto fence_pv_operands = [&]() {
 #pragma unroll
-      for (int ks = 0; ks < Traits::kKSteps; ++ks)
-        Wgmma::ss_n64(s, k_major_descriptor(q_tile, Traits::kBlockQ, wg * 64, ks),
-                      k_major_descriptor(k_tile, Traits::kBlockK, 0, ks), ks > 0 ? 1 : 0);
-      wgmma_commit();
-      wgmma_wait<0>();
+        for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
 #pragma unroll
-      for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
-
-      // s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
-      if (meta.z > wg_limit_min) {
-        const int* key_pos = smem.key_pos[ring];
+        for (int kk = 0; kk < Traits::kPvSteps; ++kk)
 #pragma unroll
-        for (int j = 0; j < Traits::kBlockK / 8; ++j) {
-          const int2 kp = *reinterpret_cast<const int2*>(key_pos + j * 8 + 2 * t);
+          for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
+      };
+      auto issue_s = [&]() {
 #pragma unroll
-          for (int hf = 0; hf < 2; ++hf) {
-            if (kp.x > row_limit[hf]) s[4 * j + 2 * hf] = -INFINITY;
-            if (kp.y > row_limit[hf]) s[4 * j + 2 * hf + 1] = -INFINITY;
+        for (int ks = 0; ks < Traits::kKSteps; ++ks)
+          Wgmma::ss_n64(s, k_major_descriptor(q_tile, Traits::kBlockQ, wg * 64, ks),
+                        k_major_descriptor(k_tile, Traits::kBlockK, 0, ks), ks > 0 ? 1 : 0);
+        wgmma_commit();
+      };
+      auto issue_pv = [&]() {
+#pragma unroll
+        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
+          const uint64_t v_desc = mn_major_descriptor(pending_v, Traits::kBlockK, kk);
+          if constexpr (kD == 128)
+            Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
+          else
+            Wgmma::rs_n64_tb(o, pa[kk], v_desc, 1);
+        }
+        wgmma_commit();
+      };
+      float correction[2] = {1.f, 1.f};
+      bool rescale[2] = {false, false};
+      // Mask + online softmax of tile i on s (O untouched: P(i-1) V(i-1) may be in flight).
+      auto softmax = [&]() {
+#pragma unroll
+        for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
+        // s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
+        // Note (SASS, nvcc 13.0): ptxas places the wait for the in-flight P V wgmma before the
+        // first shuffle of the row max below (after this mask), whatever this branch looks like,
+        // so only the mask and the partial max overlap P(i-1) V(i-1) for now.
+        if (meta.z > wg_limit_min) {
+          const int* key_pos = smem.key_pos[ring];
+#pragma unroll
+          for (int j = 0; j < Traits::kBlockK / 8; ++j) {
+            const int2 kp = *reinterpret_cast<const int2*>(key_pos + j * 8 + 2 * t);
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+              if (kp.x > row_limit[hf]) s[4 * j + 2 * hf] = -INFINITY;
+              if (kp.y > row_limit[hf]) s[4 * j + 2 * hf + 1] = -INFINITY;
+            }
           }
         }
-      }
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          float tile_max = -INFINITY;
+#pragma unroll
+          for (int j = 0; j < Traits::kBlockK / 8; ++j)
+            tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+          const float old_max = row_max[hf];
+          const float new_max = fmaxf(old_max, tile_max);
+          const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+          correction[hf] = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
+          row_max[hf] = new_max;
+          float tile_sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < Traits::kBlockK / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float prob = fast_exp2(fmaf(s[4 * j + 2 * hf + e], scale_log2, -ref));
+              s[4 * j + 2 * hf + e] = prob;
+              tile_sum += prob;
+            }
+          row_sum[hf] = row_sum[hf] * correction[hf] + tile_sum;
+          rescale[hf] = __any_sync(0xffffffffu, new_max != old_max);
+        }
+        // Pin the results here: without these the compiler sinks the softmax below the following
+        // wgmma wait (asm volatile orders only against other asm volatile), losing the overlap.
+#pragma unroll
+        for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          fence_operand(correction[hf]);
+          fence_operand(row_sum[hf]);
+          fence_operand(row_max[hf]);
+        }
+      };
 
+      if (compute) {
+        if (pending) {
+          fence_pv_operands();
+          wgmma_fence();
+          issue_s();
+          issue_pv();
+          wgmma_wait<1>();  // S(i) done; P(i-1) V(i-1) may still run
+          softmax();
+          wgmma_wait<0>();
+          fence_pv_operands();
+        } else {
+          fence_pv_operands();
+          wgmma_fence();
+          issue_s();
+          wgmma_wait<0>();
+          softmax();
+        }
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        float tile_max = -INFINITY;
+        for (int hf = 0; hf < 2; ++hf) {
+          if (rescale[hf]) {
 #pragma unroll
-        for (int j = 0; j < Traits::kBlockK / 8; ++j)
-          tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-        const float old_max = row_max[hf];
-        const float new_max = fmaxf(old_max, tile_max);
-        const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-        const float correction = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
-        row_max[hf] = new_max;
-        float tile_sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < Traits::kBlockK / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float prob = fast_exp2(fmaf(s[4 * j + 2 * hf + e], scale_log2, -ref));
-            s[4 * j + 2 * hf + e] = prob;
-            tile_sum += prob;
-          }
-        row_sum[hf] = row_sum[hf] * correction + tile_sum;
-        if (__any_sync(0xffffffffu, new_max != old_max)) {
-#pragma unroll
-          for (int j = 0; j < kD / 8; ++j) {
-            o[4 * j + 2 * hf] *= correction;
-            o[4 * j + 2 * hf + 1] *= correction;
+            for (int j = 0; j < kD / 8; ++j) {
+              o[4 * j + 2 * hf] *= correction[hf];
+              o[4 * j + 2 * hf + 1] *= correction[hf];
+            }
           }
         }
-      }
-
-      // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
-      uint32_t pa[Traits::kPvSteps][4];
+        // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
 #pragma unroll
-      for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-        pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
-        pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
-        pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
-        pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
+        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
+          pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
+          pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
+          pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
+          pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
+        }
+        pending_v = v_tile;
+      } else if (pending) {
+        fence_pv_operands();
+        wgmma_fence();
+        issue_pv();
+        wgmma_wait<0>();
+        fence_pv_operands();
       }
+      pending = compute;
 
-      // O += P V.
+      ring = ring_next;
+      buf = buf_next;
+      have_tile = have_next;
+    }
+    // The last computed tile's P V (its V buffer is not overwritten: no copies were issued after it).
+    if (pending) {
+#pragma unroll
+      for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
+#pragma unroll
+      for (int kk = 0; kk < Traits::kPvSteps; ++kk)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-        const uint64_t v_desc = mn_major_descriptor(v_tile, Traits::kBlockK, kk);
+        const uint64_t v_desc = mn_major_descriptor(pending_v, Traits::kBlockK, kk);
         if constexpr (kD == 128)
           Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
         else
@@ -425,10 +525,126 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
 #pragma unroll
         for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
     }
+  } else {
+#pragma unroll 1
+    while (have_tile) {
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+      const int ring_next = ring == 2 ? 0 : ring + 1;
+      const int ring_after = ring_next == 2 ? 0 : ring_next + 1;
+      const bool have_next = smem.tile_meta[ring_next].x != 0;
+      if (have_next) {
+        sm90_gather_key_tile<Traits>(k_tile0 + (buf ^ 1) * kBufferBytes,
+                                     v_tile0 + (buf ^ 1) * kBufferBytes, smem.key_columns,
+                                     k_stride_bytes, smem.value_columns, v_stride_bytes,
+                                     smem.staged_pos[ring_next], seq_k, tid);
+        if (warp == 0) {
+          key_tile_finalize(smem.staged_pos[ring_next], smem.key_pos[ring_next],
+                            smem.tile_meta[ring_next], seq_k, lane);
+          key_tile_issue(smem.source, smem.cursor, smem.staged_pos[ring_after],
+                         smem.tile_meta[ring_after], seq_k, lane);
+        }
+      }
+      cp_async_commit();
 
-    ring = ring_next;
-    buf ^= 1;
-    have_tile = have_next;
+      const KeyTileMeta meta = smem.tile_meta[ring];
+      if (meta.y <= wg_limit_max) {  // some key allowed for some row of the warpgroup (uniform)
+        const uint32_t k_tile = k_tile0 + buf * kBufferBytes;
+        const uint32_t v_tile = v_tile0 + buf * kBufferBytes;
+
+        // S = Q K^T.
+        float s[Traits::kScoreRegs];
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < Traits::kKSteps; ++ks)
+          Wgmma::ss_n64(s, k_major_descriptor(q_tile, Traits::kBlockQ, wg * 64, ks),
+                        k_major_descriptor(k_tile, Traits::kBlockK, 0, ks), ks > 0 ? 1 : 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
+
+        // s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
+        if (meta.z > wg_limit_min) {
+          const int* key_pos = smem.key_pos[ring];
+#pragma unroll
+          for (int j = 0; j < Traits::kBlockK / 8; ++j) {
+            const int2 kp = *reinterpret_cast<const int2*>(key_pos + j * 8 + 2 * t);
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+              if (kp.x > row_limit[hf]) s[4 * j + 2 * hf] = -INFINITY;
+              if (kp.y > row_limit[hf]) s[4 * j + 2 * hf + 1] = -INFINITY;
+            }
+          }
+        }
+
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          float tile_max = -INFINITY;
+#pragma unroll
+          for (int j = 0; j < Traits::kBlockK / 8; ++j)
+            tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+          const float old_max = row_max[hf];
+          const float new_max = fmaxf(old_max, tile_max);
+          const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+          const float correction = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
+          row_max[hf] = new_max;
+          float tile_sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < Traits::kBlockK / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float prob = fast_exp2(fmaf(s[4 * j + 2 * hf + e], scale_log2, -ref));
+              s[4 * j + 2 * hf + e] = prob;
+              tile_sum += prob;
+            }
+          row_sum[hf] = row_sum[hf] * correction + tile_sum;
+          if (__any_sync(0xffffffffu, new_max != old_max)) {
+#pragma unroll
+            for (int j = 0; j < kD / 8; ++j) {
+              o[4 * j + 2 * hf] *= correction;
+              o[4 * j + 2 * hf + 1] *= correction;
+            }
+          }
+        }
+
+        // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
+        uint32_t pa[Traits::kPvSteps][4];
+#pragma unroll
+        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
+          pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
+          pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
+          pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
+          pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
+        }
+
+        // O += P V.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
+          const uint64_t v_desc = mn_major_descriptor(v_tile, Traits::kBlockK, kk);
+          if constexpr (kD == 128)
+            Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
+          else
+            Wgmma::rs_n64_tb(o, pa[kk], v_desc, 1);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
+#pragma unroll
+        for (int kk = 0; kk < Traits::kPvSteps; ++kk)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
+      }
+
+      ring = ring_next;
+      buf ^= 1u;
+      have_tile = have_next;
+    }
   }
 
   // Epilogue. Every copy into the Q tile has landed and every wgmma reading it has completed.

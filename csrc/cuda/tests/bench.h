@@ -2,8 +2,9 @@
 // B = 1, Hq = 28, Hkv = 4, D = 128, bfloat16, block_q 128, q/k/v/out stored (B, S, H, D).
 // Times the C entry point (the kernel it picks is printed) and, launched directly: the mma.sync
 // kernel's shipped configuration (what MMI_CUDA_FORCE_MMA_SYNC=1 runs), an alternative tile
-// configuration of it, and the sm_90a wgmma kernel (csrc/cuda/sm90/; only on compute capability
-// 9.0 with sm_90a code in the binary).
+// configuration of it, and both main loops of the sm_90a wgmma kernel (csrc/cuda/sm90/: pipelined,
+// the default, and simple, MMI_CUDA_SM90_VARIANT=simple; only on compute capability 9.0 with sm_90a
+// code in the binary).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -67,18 +68,38 @@ Launcher direct_launcher() {
   };
 }
 
-inline Launcher sm90_launcher() {
+// Direct launch of one sm90 variant. The dynamic shared-memory limit is raised here on every call
+// (not through prepare_sm90_kernel's once-per-device cache): this translation unit's kernel is a
+// different registered function from the library's (sparse_attention_fwd.cu), but the cache bit is
+// shared between them, so after the entry point ran, the direct launch went out without the
+// attribute and failed with "invalid argument".
+template <bool kPipelined>
+Launcher sm90_launcher() {
   return [](const mmi_attention_problem& p) {
-    using Traits = mmi_cuda::sm90::Sm90Traits<128>;
+    using Traits = mmi_cuda::sm90::Sm90Traits<128, kPipelined>;
+    using Element = mmi_cuda::Bfloat16;
     int device = 0;
     cudaGetDevice(&device);
     int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-    if (major != 9 || minor != 0 ||
-        !mmi_cuda::sm90::sm90_kernel_available<Traits, mmi_cuda::Bfloat16>(device))
+    if (major != 9 || minor != 0) return cudaErrorNoKernelImageForDevice;
+    cudaFuncAttributes attributes{};
+    if (cudaFuncGetAttributes(&attributes, mmi_cuda::sm90::sm90_attention_fwd_kernel<Traits, Element>) !=
+            cudaSuccess ||
+        attributes.binaryVersion != 90 || attributes.numRegs < 64) {
+      (void)cudaGetLastError();
       return cudaErrorNoKernelImageForDevice;
-    return mmi_cuda::sm90::launch_sm90_attention<Traits, mmi_cuda::Bfloat16>(p, device, nullptr);
+    }
+    const cudaError_t status = cudaFuncSetAttribute(
+        mmi_cuda::sm90::sm90_attention_fwd_kernel<Traits, Element>,
+        cudaFuncAttributeMaxDynamicSharedMemorySize, mmi_cuda::sm90::sm90_shared_bytes<Traits>());
+    if (status != cudaSuccess) return status;
+    const int64_t ctas = p.batch * p.q_heads * p.index.num_q_blocks;
+    mmi_cuda::sm90::sm90_attention_fwd_kernel<Traits, Element>
+        <<<static_cast<unsigned>(ctas), Traits::kThreads, mmi_cuda::sm90::sm90_shared_bytes<Traits>(),
+           nullptr>>>(p);
+    return cudaGetLastError();
   };
 }
 
@@ -100,7 +121,8 @@ inline int run_bench() {
        direct_launcher<mmi_cuda::DefaultTraits<128, 128>::type>()},
       {"mma.sync 8 warps x 16 rows, Q regs",
        direct_launcher<mmi_cuda::KernelTraits<128, 128, 8, true, 1>>()},
-      {"sm90 wgmma (2 warpgroups, 64-key tiles)", sm90_launcher()},
+      {"sm90 wgmma pipelined (3 K/V stages)", sm90_launcher<true>()},
+      {"sm90 wgmma simple (2 K/V stages)", sm90_launcher<false>()},
   };
 
   cudaDeviceProp prop;
