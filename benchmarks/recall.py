@@ -1,12 +1,18 @@
 """Attention recall vs density for every per-head pattern on a synthetic video+text prompt (CPU).
 
+The prompt (default) is `video_text_prompt_mrope`: text, a rendered video of moving shapes on a
+static background (rows x cols patches per frame) and text, with Qwen2-VL multimodal RoPE on q and k.
+`--old-generator` uses the earlier `video_text_prompt` (patch embeddings + noise + register patches,
+no RoPE; --tokens-per-frame, 16 columns).
+
 Recall = share of the causal softmax mass (float64) inside a pattern's mask, averaged over query
 rows and heads; density = computed pairs (`SparseIndex.computed_pairs`) over causal pairs; error =
 relative L2 error of `sparse_attention_for_layout` against dense float64 attention. Baselines: A-shape
 only and vertical-slash only (the text-only method); the rest use the layout.
 
-Usage: python benchmarks/recall.py [--frames 14 --tokens-per-frame 256 --out benchmarks/results]
-Writes recall.json and recall.png and prints a table. About a minute on 2 CPU cores."""
+Usage: python benchmarks/recall.py [--frames 14 --rows 16 --cols 16 --head-dim 128 --old-generator
+                                   --out benchmarks/results]
+Writes recall.json and recall.png and prints a table. About 30 s on 2 CPU cores."""
 
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from mminference import Modality, ModalityLayout, Segment, SparseIndex, VisualGr
 from mminference.attention import build_layout_index  # noqa: E402
 from mminference.ops import sparse_attention  # noqa: E402
 from mminference.patterns import AShape, Auto, Grid, QBoundary, TwoDBoundary, VerticalSlash  # noqa: E402
-from mminference.synthetic import video_text_prompt  # noqa: E402
+from mminference.synthetic import video_text_prompt, video_text_prompt_mrope  # noqa: E402
 
 TEXT, VIDEO = Modality.TEXT, Modality.VIDEO
 BLOCK_Q, BLOCK_K = 64, 64
@@ -75,16 +81,29 @@ def configs(tpf: int) -> list[tuple[str, str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=14)
-    parser.add_argument("--tokens-per-frame", type=int, default=256)
+    parser.add_argument("--rows", type=int, default=16, help="patch rows per frame (mRoPE generator)")
+    parser.add_argument("--cols", type=int, default=16, help="patch columns per frame (mRoPE generator)")
+    parser.add_argument("--head-dim", type=int, default=128, help="head dim (mRoPE generator)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--old-generator", action="store_true",
+                        help="use video_text_prompt (no RoPE, no rendered video) instead")
+    parser.add_argument("--tokens-per-frame", type=int, default=256, help="tokens per frame (--old-generator)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     start_time = time.perf_counter()
-    tpf = args.tokens_per_frame
-    prompt = video_text_prompt(text_before=256, frames=args.frames, tokens_per_frame=tpf, text_after=256)
+    if args.old_generator:
+        generator = "video_text_prompt"
+        tpf, cols = args.tokens_per_frame, 16
+        prompt = video_text_prompt(text_before=256, frames=args.frames, tokens_per_frame=tpf, text_after=256,
+                                   seed=args.seed)
+    else:
+        generator = "video_text_prompt_mrope"
+        tpf, cols = args.rows * args.cols, args.cols
+        prompt = video_text_prompt_mrope(text_before=256, frames=args.frames, rows=args.rows, cols=args.cols,
+                                         text_after=256, head_dim=args.head_dim, seed=args.seed)
     q, k, v = prompt.q, prompt.k, prompt.v
     _, heads, seq, dim = q.shape
-    cols = 16
     layout = ModalityLayout.from_spans(seq, [Segment(VIDEO, *prompt.video_span,
                                                      VisualGrid(args.frames, tpf // cols, cols))])
     groups = heads // k.shape[1]
@@ -107,15 +126,15 @@ def main() -> None:
         picked = [type(c.pattern).__name__ for c in choices] if family == "auto" else None
         rows.append(dict(family=family, config=label, density=density, recall=recall, relative_error=error,
                          auto_choices=picked))
-    print(f"synthetic prompt: S={seq} (256 text, {args.frames} frames x {tpf} video, 256 text), {heads} heads, "
-          f"block {BLOCK_Q}x{BLOCK_K}")
+    print(f"synthetic prompt ({generator}): S={seq} (256 text, {args.frames} frames x {tpf} video, 256 text), "
+          f"{heads} heads, head dim {dim}, block {BLOCK_Q}x{BLOCK_K}")
     print(f"{'family':20s} {'config':48s} {'density':>8s} {'recall':>8s} {'rel.err':>9s}")
     for r in rows:
         extra = f"  {r['auto_choices']}" if r["auto_choices"] else ""
         print(f"{r['family']:20s} {r['config']:48s} {r['density']:8.3f} {r['recall']:8.4f} "
               f"{r['relative_error']:9.2e}{extra}")
     os.makedirs(args.out, exist_ok=True)
-    meta = dict(seq=seq, heads=heads, frames=args.frames, tokens_per_frame=tpf, block_q=BLOCK_Q, block_k=BLOCK_K,
+    meta = dict(generator=generator, seq=seq, heads=heads, head_dim=dim, seed=args.seed, frames=args.frames, tokens_per_frame=tpf, block_q=BLOCK_Q, block_k=BLOCK_K,
                 torch=torch.__version__, seconds=time.perf_counter() - start_time)
     with open(os.path.join(args.out, "recall.json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
@@ -129,7 +148,7 @@ def main() -> None:
             ax.plot(*zip(*pts), marker="o", label=family)
         ax.set_xlabel("density (computed pairs / causal pairs)")
         ax.set_ylabel("attention recall (float64 softmax mass kept)")
-        ax.set_title(f"synthetic video+text prompt, S={seq}")
+        ax.set_title(f"synthetic video+text prompt ({generator}), S={seq}")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
