@@ -36,7 +36,7 @@ def _robust_line_mass(lines: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candidate_strides: Sequence[int],
-                     tolerance: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+                     tolerance: float = 0.5, max_lines: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head stride and phase of the strongest periodic key-column pattern inside `span`.
 
     For stride s the key mass of the span is folded into (lines, s); a phase's score is the median
@@ -45,21 +45,25 @@ def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candid
     Multiples of the true stride score at most as high in expectation but can win on noise among
     few lines, while divisors score about half as high, so the smallest stride within `tolerance`
     (default 0.5) of the
-    best lift wins; candidates with fewer than 2 lines in the span are ignored. Returns int32
-    `stride (B, H)` and `phase (B, H)`."""
+    best lift wins; candidates with fewer than 2 lines in the span are ignored. Only the last
+    `max_lines` periods of the span are scored (the most recent frames are what the estimating
+    queries see best; it bounds the work at any length). Returns int32 `stride (B, H)` and
+    `phase (B, H)`."""
     start, end = span
     column_mass = vertical_score[..., start:end]  # (B, H, n)
     n = end - start
-    mean_mass = column_mass.sum(-1, keepdim=True) / n
     candidate_strides = [s for s in candidate_strides if 1 <= s <= n // 2]  # at least 2 lines each
     if not candidate_strides:
         raise ValueError(f"no candidate stride leaves 2 or more lines in a span of {n} tokens")
     lifts, phases = [], []
     for s in candidate_strides:
         lines = n // s
-        folded = _robust_line_mass(column_mass[..., : lines * s].reshape(*column_mass.shape[:2], lines, s), dim=2)
+        first = max(0, lines - max_lines) * s  # a whole number of periods: phases stay span-relative
+        window = column_mass[..., first: lines * s]  # (B, H, used lines * s)
+        folded = _robust_line_mass(window.reshape(*window.shape[:2], -1, s), dim=2)
         best, phase = folded.max(dim=-1)
-        lifts.append(best / mean_mass.squeeze(-1).clamp_min(1e-30))
+        mean_mass = window.mean(-1)
+        lifts.append(best / mean_mass.clamp_min(1e-30))
         phases.append(phase)
     lift = torch.stack(lifts, dim=-1)  # (B, H, candidates)
     ok = lift >= tolerance * lift.max(dim=-1, keepdim=True).values
