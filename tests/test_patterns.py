@@ -294,3 +294,25 @@ def test_batch_with_one_layout():
     out = sparse_attention_for_layout(qb, kb, vb, [layout, layout], Grid(local=40), block_q=32, block_k=16)
     alone = sparse_attention_for_layout(qb[1:], kb[1:], vb[1:], layout, Grid(local=40), block_q=32, block_k=16)
     torch.testing.assert_close(out[1:], alone, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pattern", [
+    AShape(sink=40, local=100),
+    Grid(local=40, sink=8),
+    VerticalSlash(num_vertical=24, num_slash=40, force_sink=4, force_local=16),
+    QBoundary({TEXT: VerticalSlash(24, 40, 4, 16), VIDEO: Grid(local=40)}),
+    TwoDBoundary({(VIDEO, VIDEO): Grid(local=40), (VIDEO, TEXT): AShape(sink=16, local=0),
+                  (TEXT, TEXT): VerticalSlash(24, 40, 4, 16), (TEXT, VIDEO): VerticalSlash(24, 40, 4, 16)}),
+])
+def test_patterns_on_gpu_match_float64(pattern):
+    """On the GPU (estimation, builders and kernel there, bf16): the output equals dense float64
+    attention under the mask of the index the head actually used."""
+    q, k, v, layout = small_input()
+    q, k, v = (t.to("cuda", torch.bfloat16) for t in (q, k, v))
+    index, _ = build_layout_index(q, k, layout, pattern, block_q=64, block_k=32)
+    got = sparse_attention(q, k, v, index.to("cuda"))
+    seq = q.shape[2]
+    mask = dense_mask_from_index(index.to("cpu"), 1, 2, seq, seq, True)
+    ref, _ = masked_attention_float64(q.cpu(), k.cpu(), v.cpu(), mask, 1.0 / math.sqrt(q.shape[-1]))
+    assert relative_error(got.cpu(), ref) < 1e-2
