@@ -46,7 +46,11 @@ typedef struct mmi_attention_problem {
 /* 1 if `head_dim` is supported by the attention kernels (64, 80, 96, 128), else 0. */
 int mmi_head_dim_supported(int64_t head_dim);
 
-/* Checks sizes, strides and every index value (ranges in bounds, sorted and disjoint, columns
+/* Checks sizes, dtype, head dim, pointers and the index's shape fields; reads no tensor or index
+ * data, so it serves device-memory backends too (the CUDA forward calls it first). */
+int mmi_sparse_attention_check_shapes(const mmi_attention_problem *problem, mmi_error *err);
+
+/* mmi_sparse_attention_check_shapes, then every index value (ranges in bounds, sorted and disjoint, columns
  * strictly increasing and outside ranges, permutations bijective). Host memory only.
  * O(B * Hq * (NQB * (R + C) + Sq + Sk)) time, O(max(Sq, Sk)) scratch memory. */
 int mmi_sparse_attention_check(const mmi_attention_problem *problem, mmi_error *err);

@@ -147,12 +147,15 @@ static int check_block(const mmi_attention_problem *p, int64_t b, int64_t h, int
   return MMI_OK;
 }
 
-int mmi_sparse_attention_check(const mmi_attention_problem *p, mmi_error *err) {
+int mmi_sparse_attention_check_shapes(const mmi_attention_problem *p, mmi_error *err) {
   mmi_error_clear(err);
   if (p == NULL) return mmi_error_set(err, MMI_ERR_NULL_POINTER, "problem is NULL");
-  int status = check_problem_shape(p, err);
-  if (status != MMI_OK) return status;
-  status = check_index_shape(p, err);
+  const int status = check_problem_shape(p, err);
+  return status != MMI_OK ? status : check_index_shape(p, err);
+}
+
+int mmi_sparse_attention_check(const mmi_attention_problem *p, mmi_error *err) {
+  int status = mmi_sparse_attention_check_shapes(p, err);
   if (status != MMI_OK) return status;
 
   const mmi_sparse_index *ix = &p->index;

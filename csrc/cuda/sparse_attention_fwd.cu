@@ -58,33 +58,14 @@ int check_problem(const mmi_attention_problem* p, mmi_error* err) {
     return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
                          "q: dtype %s is not supported by the CUDA kernel (float16, bfloat16)",
                          dtype_name(p->dtype));
-  if (p->batch < 1)
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "q: batch must be >= 1, got %lld",
-                         (long long)p->batch);
-  if (p->q_heads < 1 || p->kv_heads < 1 || p->q_heads % p->kv_heads != 0)
+  // The shared shape checks (C core) first; the limits below are this kernel's own.
+  int status = mmi_sparse_attention_check_shapes(p, err);
+  if (status != MMI_OK) return status;
+  if (p->seq_q > kMaxSequence || p->seq_k > kMaxSequence)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "k: query heads (%lld) must be a positive multiple of key/value heads "
-                         "(%lld)",
-                         (long long)p->q_heads, (long long)p->kv_heads);
-  if (p->seq_q < 1 || p->seq_q > kMaxSequence)
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "q: sequence length must be in [1, %lld], got %lld",
-                         (long long)kMaxSequence, (long long)p->seq_q);
-  if (p->seq_k < 1 || p->seq_k > kMaxSequence)
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "k: sequence length must be in [1, %lld], got %lld",
-                         (long long)kMaxSequence, (long long)p->seq_k);
-  if (p->causal && p->seq_k < p->seq_q)
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "k: causal attention needs seq_k >= seq_q, got %lld < %lld",
-                         (long long)p->seq_k, (long long)p->seq_q);
-  if (!mmi_head_dim_supported(p->head_dim))
-    return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
-                         "q: head_dim %lld is not supported (supported: 64, 80, 96, 128)",
-                         (long long)p->head_dim);
-  if (p->q == nullptr || p->k == nullptr || p->v == nullptr || p->out == nullptr)
-    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "q, k, v and out must be non-NULL");
-  int status = check_rows_aligned(p->q, p->q_stride_b, p->q_stride_h, p->q_stride_s, "q", err);
+                         "q/k: sequence lengths (%lld, %lld) must be <= %lld for the CUDA kernel",
+                         (long long)p->seq_q, (long long)p->seq_k, (long long)kMaxSequence);
+  status = check_rows_aligned(p->q, p->q_stride_b, p->q_stride_h, p->q_stride_s, "q", err);
   if (status == MMI_OK)
     status = check_rows_aligned(p->k, p->k_stride_b, p->k_stride_h, p->k_stride_s, "k", err);
   if (status == MMI_OK)
@@ -99,25 +80,14 @@ int check_problem(const mmi_attention_problem* p, mmi_error* err) {
     return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
                          "block_q %lld is not supported by the CUDA kernel (64, 128)",
                          (long long)ix.block_q);
-  const int64_t nqb = (p->seq_q + ix.block_q - 1) / ix.block_q;
-  if (ix.num_q_blocks != nqb)
-    return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "kv_ranges: %lld query blocks, but ceil(seq_q %lld / block_q %lld) = %lld",
-                         (long long)ix.num_q_blocks, (long long)p->seq_q, (long long)ix.block_q,
-                         (long long)nqb);
-  if (ix.max_ranges < 0 || ix.max_ranges > kMaxCapacity)
+  const int64_t nqb = ix.num_q_blocks;
+  if (ix.max_ranges > kMaxCapacity)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE, "kv_ranges: capacity %lld is outside [0, %lld]",
                          (long long)ix.max_ranges, (long long)kMaxCapacity);
-  if (ix.max_columns < 0 || ix.max_columns > kMaxCapacity)
+  if (ix.max_columns > kMaxCapacity)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
                          "kv_columns: capacity %lld is outside [0, %lld]",
                          (long long)ix.max_columns, (long long)kMaxCapacity);
-  if (ix.kv_range_count == nullptr)
-    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "kv_range_count is NULL");
-  if (ix.kv_ranges == nullptr && ix.max_ranges > 0)
-    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "kv_ranges is NULL");
-  if (ix.max_columns > 0 && (ix.kv_columns == nullptr || ix.kv_column_count == nullptr))
-    return mmi_error_set(err, MMI_ERR_NULL_POINTER, "kv_columns or kv_column_count is NULL");
   if (p->batch * p->q_heads * nqb > INT32_MAX)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
                          "q: batch %lld x heads %lld x query blocks %lld exceeds the CUDA grid "
