@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "mmi_cuda_index.h"
+#include "ptx_primitives.cuh"
 
 namespace {
 
@@ -52,69 +53,16 @@ struct EstimateParams {
   float scale_log2;
 };
 
-// ---- PTX wrappers (sm_80+) ------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t shared_address(const void* pointer) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
-}
-
-// 16-byte global -> shared copy; zero-fills the destination when !valid (src must still be mapped).
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-
-// 2^x on the MUFU unit; 2^-inf = 0.
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ float log2_approx(float x) {
-  float y;
-  asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// c[16x8] += a[16x16] (row-major) * b[16x8] (column-major), float32 accumulation.
-struct Bfloat16Mma {
-  __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                             uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
-
-struct Float16Mma {
-  __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                             uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
+// PTX wrappers (cp.async, ldmatrix, m16n8k16 MMA, ex2/lg2) shared with the attention kernel.
+using mmi_cuda::Bfloat16;
+using mmi_cuda::Float16;
+using mmi_cuda::cp_async_16;
+using mmi_cuda::cp_async_commit;
+using mmi_cuda::cp_async_wait;
+using mmi_cuda::fast_exp2;
+using mmi_cuda::fast_log2;
+using mmi_cuda::ldmatrix_x4;
+using mmi_cuda::shared_address;
 
 // ---- Shared memory layout ---------------------------------------------------------------------
 
@@ -234,8 +182,8 @@ __device__ __forceinline__ void update_row_stats(const float (&acc)[8][4], float
     float sum = 0.0f;
 #pragma unroll
     for (int t = 0; t < 8; ++t)
-      sum += exp2_approx(acc[t][2 * half] - reference) + exp2_approx(acc[t][2 * half + 1] - reference);
-    row_sum[half] = row_sum[half] * exp2_approx(row_max[half] - reference) + sum;
+      sum += fast_exp2(acc[t][2 * half] - reference) + fast_exp2(acc[t][2 * half + 1] - reference);
+    row_sum[half] = row_sum[half] * fast_exp2(row_max[half] - reference) + sum;
     row_max[half] = new_max;
   }
 }
@@ -430,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, 2) estimate_pass_kernel(const Estima
 #pragma unroll
       for (int t = 0; t < 8; ++t)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[t][j] = exp2_approx(acc[t][j] - row_lse[j >> 1]);
+        for (int j = 0; j < 4; ++j) acc[t][j] = fast_exp2(acc[t][j] - row_lse[j >> 1]);
       float columns[16];
 #pragma unroll
       for (int t = 0; t < 8; ++t) {
@@ -486,11 +434,11 @@ __global__ void __launch_bounds__(kCombineThreads) combine_row_stats_kernel(
   float sum = 0.0f;
   for (int s = lane; s < num_segments; s += 32) {
     const float2 st = stats[s];
-    sum += st.y * exp2_approx(st.x - reference);
+    sum += st.y * fast_exp2(st.x - reference);
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(kFullMask, sum, offset);
-  if (lane == 0) row_lse[row] = sum > 0.0f ? reference + log2_approx(sum) : INFINITY;
+  if (lane == 0) row_lse[row] = sum > 0.0f ? reference + fast_log2(sum) : INFINITY;
 }
 
 // ---- Host side --------------------------------------------------------------------------------
@@ -700,6 +648,6 @@ extern "C" int mmi_estimate_vertical_slash_scores_cuda(const mmi_estimate_proble
   params.scale_log2 = p.scale * kLog2e;
 
   if (p.dtype == MMI_DTYPE_BFLOAT16)
-    return dispatch_head_dim<Bfloat16Mma>(p.head_dim, params, plan, cuda_stream, err);
-  return dispatch_head_dim<Float16Mma>(p.head_dim, params, plan, cuda_stream, err);
+    return dispatch_head_dim<Bfloat16>(p.head_dim, params, plan, cuda_stream, err);
+  return dispatch_head_dim<Float16>(p.head_dim, params, plan, cuda_stream, err);
 }

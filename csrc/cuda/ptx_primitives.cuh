@@ -1,5 +1,6 @@
-// Thin wrappers over the sm_80+ PTX the forward kernel is built from: cp.async global->shared
-// copies, ldmatrix fragment loads, m16n8k16 tensor-core MMAs and the fast exp2/log2.
+// Thin wrappers over the sm_80+ PTX the forward kernel and the score estimation are built from:
+// cp.async global->shared copies, ldmatrix fragment loads, m16n8k16 tensor-core MMAs and the fast
+// exp2/log2.
 #pragma once
 
 #include <cuda_bf16.h>
