@@ -141,25 +141,15 @@ int dispatch_head_dim(const mmi_attention_problem& p, int device, cudaStream_t s
 // block_q is 128 and head_dim 64 or 128 (dtype float16 / bfloat16 is already checked), unless the
 // environment variable MMI_CUDA_FORCE_MMA_SYNC is set to a non-empty value other than "0" (forces
 // the mma.sync kernel, e.g. for comparisons). Everything else runs the mma.sync kernel.
-// MMI_CUDA_SM90_VARIANT picks the wgmma main loop: "simple" (S, softmax, P V in sequence, two K/V
-// buffers) or "pipelined" (FA3-style overlap of the softmax with P V, three K/V buffers); unset or
-// anything else: pipelined.
 bool force_mma_sync() {
   const char* value = std::getenv("MMI_CUDA_FORCE_MMA_SYNC");
   return value != nullptr && value[0] != '\0' && std::strcmp(value, "0") != 0;
 }
 
-bool sm90_pipelined() {
-  const char* value = std::getenv("MMI_CUDA_SM90_VARIANT");
-  return value == nullptr || std::strcmp(value, "simple") != 0;
-}
-
 template <class Element, int kHeadDim>
 bool sm90_path_available(int device) {
-  using mmi_cuda::sm90::Sm90Traits;
-  return sm90_pipelined()
-             ? mmi_cuda::sm90::sm90_kernel_available<Sm90Traits<kHeadDim, true>, Element>(device)
-             : mmi_cuda::sm90::sm90_kernel_available<Sm90Traits<kHeadDim, false>, Element>(device);
+  return mmi_cuda::sm90::sm90_kernel_available<mmi_cuda::sm90::Sm90Traits<kHeadDim>, Element>(
+      device);
 }
 
 // Whether the wgmma kernel would run this (checked) problem on `device`.
@@ -171,9 +161,9 @@ bool sm90_applies(const mmi_attention_problem& p, int device, int major, int min
   return false;
 }
 
-template <class Element, int kHeadDim, bool kPipelined>
+template <class Element, int kHeadDim>
 int run_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream, mmi_error* err) {
-  using Traits = mmi_cuda::sm90::Sm90Traits<kHeadDim, kPipelined>;
+  using Traits = mmi_cuda::sm90::Sm90Traits<kHeadDim>;
   int shared_limit = 0;
   cudaError_t status =
       cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
@@ -192,12 +182,8 @@ int run_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream, mm
 template <class Element>
 int dispatch_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream,
                   mmi_error* err) {
-  if (sm90_pipelined()) {
-    if (p.head_dim == 128) return run_sm90<Element, 128, true>(p, device, stream, err);
-    return run_sm90<Element, 64, true>(p, device, stream, err);
-  }
-  if (p.head_dim == 128) return run_sm90<Element, 128, false>(p, device, stream, err);
-  return run_sm90<Element, 64, false>(p, device, stream, err);
+  if (p.head_dim == 128) return run_sm90<Element, 128>(p, device, stream, err);
+  return run_sm90<Element, 64>(p, device, stream, err);
 }
 
 int device_capability(int* device, int* major, int* minor, mmi_error* err) {
@@ -222,8 +208,7 @@ extern "C" const char* mmi_sparse_attention_cuda_kernel_name(
   const bool sm90 = problem->dtype == MMI_DTYPE_BFLOAT16
                         ? sm90_applies<Bfloat16>(*problem, device, major, minor)
                         : sm90_applies<Float16>(*problem, device, major, minor);
-  if (!sm90) return "mma-sync";
-  return sm90_pipelined() ? "sm90-wgmma" : "sm90-wgmma-simple";
+  return sm90 ? "sm90-wgmma" : "mma-sync";
 }
 
 extern "C" int mmi_sparse_attention_forward_cuda(const mmi_attention_problem* problem,

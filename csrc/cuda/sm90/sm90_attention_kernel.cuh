@@ -5,25 +5,28 @@
 // query rows [64 w, 64 w + 64) (warp w' of it: rows 16 w' .. 16 w' + 15, thread rows g and g + 8
 // with g = lane / 4). Key tiles are the 64-slot tiles of key_tile_cursor.cuh.
 //
-// Pipeline (not warp-specialised; one __syncthreads per key tile, as the mma.sync kernel):
+// Pipeline (not warp-specialised; one __syncthreads per key tile, as the mma.sync kernel; three
+// K/V buffers):
 //   prologue  the position warp (warp 0) locates key tiles 0 and 1; Q rows and K/V tile 0 are
 //             gathered with 16-byte cp.async into 128-byte-swizzled tiles (wgmma_primitives.cuh).
 //   tile i    wait for this thread's copies, fence.proxy.async (cp.async writes are generic-proxy,
 //             wgmma reads are async-proxy), barrier; every thread issues the K/V copies of tile
-//             i + 1 into the other buffer while warp 0 advances the walk; then each warpgroup:
-//               S[64x64]  = Q K^T      wgmma m64n64k16, A = Q (smem), B = K (smem), both K-major
-//               mask (only when the tile's max key position exceeds the warpgroup's min row
-//               limit), online softmax in the log2 domain on the float32 fragments
-//               O[64xD]  += P V        wgmma m64nDk16, A = P (registers, bf16/fp16 fragments
-//                                      converted from S), B = V (smem, MN-major: stored [key][d])
-//             A tile that no row of the warpgroup may attend is skipped (warpgroup-uniform test).
+//             i + 1 into the next buffer while warp 0 advances the walk; then each warpgroup
+//             (FA3-style intra-warpgroup overlap):
+//               S(i)[64x64] = Q K^T       wgmma m64n64k16, A = Q (smem), B = K (smem), K-major
+//               O[64xD] += P(i-1) V(i-1)  wgmma m64nDk16, A = P (registers, bf16/fp16 fragments
+//                                         converted from S), B = V (smem, MN-major: [key][d])
+//             wait for S(i) only; mask (only when the tile's max key position exceeds the
+//             warpgroup's min row limit) and online softmax in the log2 domain on the float32
+//             fragments while P(i-1) V(i-1) runs; wait for it, rescale O, convert S(i) to P(i).
+//             A tile that no row of the warpgroup may attend is skipped (warpgroup-uniform test):
+//             it only issues the pending P V. The last P V is issued after the loop.
 //   epilogue  normalise, stage through the (swizzled) Q tile, scatter rows to their original
 //             positions with 16-byte stores; lse; rows without keys get zeros and -inf.
-// Occupancy: D = 64 runs two CTAs per SM (111 registers); D = 128 needs 144 registers (at 128,
-// ptxas spills and serialises the wgmmas), so one CTA per SM: softmax and tensor work overlap only
-// between the two warpgroups. Next steps for speed: FA3-style intra-warpgroup overlap (issue
-// S(i+1) before the softmax of tile i, needs a third K/V stage), 128-key tiles, a producer
-// warpgroup with setmaxnreg.
+// Occupancy: D = 64 runs two CTAs per SM (122 registers); D = 128 needs 154 registers (at 128,
+// ptxas spills and serialises the wgmmas), so one CTA per SM. An earlier two-buffer loop without
+// the overlap (S, softmax, P V in sequence) was measured slower on an H200 and removed. Next steps
+// for speed: 128-key tiles, a producer warpgroup with setmaxnreg.
 #pragma once
 
 #include <cfloat>
@@ -40,16 +43,12 @@
 namespace mmi_cuda {
 namespace sm90 {
 
-// kPipelined_ selects the main loop: false = the original one (S, softmax, P V of one tile in
-// sequence, two K/V buffers), true = FA3-style intra-warpgroup overlap (the softmax of tile i runs
-// while the tensor cores do P(i-1) V(i-1); three K/V buffers).
-template <int kHeadDim_, bool kPipelined_ = true>
+template <int kHeadDim_>
 struct Sm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr bool kPipelined = kPipelined_;
-  // K/V buffers: computed tile, prefetched tile, and (pipelined) the V of the tile whose P V is
-  // still in flight.
-  static constexpr int kStages = kPipelined_ ? 3 : 2;
+  // K/V buffers: computed tile, prefetched tile, and the V of the tile whose P V is still in
+  // flight.
+  static constexpr int kStages = 3;
   static constexpr int kBlockQ = 128;
   static constexpr int kBlockK = kKeyTile;  // 64 key slots per tile
   static constexpr int kThreads = 256;      // 2 warpgroups
@@ -190,6 +189,104 @@ struct WgmmaFor<Float16> {
   using type = WgmmaF16;
 };
 
+// ---- Main-loop pieces of the kernel below (sm_90a device code only) ----------------------------
+// They take the fragments by reference and are force-inlined: after inlining the arrays are
+// registers again, as if the code were written in the kernel body.
+#if defined(MMI_SM90_WGMMA_AVAILABLE)
+
+// Pins O and P across this point (wgmma reads / writes them asynchronously).
+template <class Traits>
+__device__ __forceinline__ void sm90_fence_pv_operands(float (&o)[Traits::kOutRegs],
+                                                       uint32_t (&pa)[Traits::kPvSteps][4]) {
+#pragma unroll
+  for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
+#pragma unroll
+  for (int kk = 0; kk < Traits::kPvSteps; ++kk)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
+}
+
+// S[64x64] = Q K^T for warpgroup wg (Q rows 64 wg .. 64 wg + 63), one commit group.
+template <class Traits, class Wgmma>
+__device__ __forceinline__ void sm90_issue_s(float (&s)[Traits::kScoreRegs], uint32_t q_tile,
+                                             uint32_t k_tile, int wg) {
+#pragma unroll
+  for (int ks = 0; ks < Traits::kKSteps; ++ks)
+    Wgmma::ss_n64(s, k_major_descriptor(q_tile, Traits::kBlockQ, wg * 64, ks),
+                  k_major_descriptor(k_tile, Traits::kBlockK, 0, ks), ks > 0 ? 1 : 0);
+  wgmma_commit();
+}
+
+// O[64xD] += P V (P in registers, V the [key][d] tile at v_tile), one commit group.
+template <class Traits, class Wgmma>
+__device__ __forceinline__ void sm90_issue_pv(float (&o)[Traits::kOutRegs],
+                                              uint32_t (&pa)[Traits::kPvSteps][4],
+                                              uint32_t v_tile) {
+#pragma unroll
+  for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
+    const uint64_t v_desc = mn_major_descriptor(v_tile, Traits::kBlockK, kk);
+    if constexpr (Traits::kHeadDim == 128)
+      Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
+    else
+      Wgmma::rs_n64_tb(o, pa[kk], v_desc, 1);
+  }
+  wgmma_commit();
+}
+
+// Mask: score -> -inf where the key position exceeds the row's limit.
+// s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
+template <class Traits>
+__device__ __forceinline__ void sm90_mask_scores(float (&s)[Traits::kScoreRegs],
+                                                 const int* key_pos, int t,
+                                                 const int (&row_limit)[2]) {
+#pragma unroll
+  for (int j = 0; j < Traits::kBlockK / 8; ++j) {
+    const int2 kp = *reinterpret_cast<const int2*>(key_pos + j * 8 + 2 * t);
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      if (kp.x > row_limit[hf]) s[4 * j + 2 * hf] = -INFINITY;
+      if (kp.y > row_limit[hf]) s[4 * j + 2 * hf + 1] = -INFINITY;
+    }
+  }
+}
+
+// Online softmax update (log2 domain) of this thread's two rows with the (masked) scores s:
+// s becomes the unnormalised probabilities, row_max / row_sum advance, correction[hf] is the
+// factor O's row must be scaled by, rescale[hf] whether any row of the warp's half hf changed its
+// max (warp-uniform).
+template <class Traits>
+__device__ __forceinline__ void sm90_softmax_update(float (&s)[Traits::kScoreRegs],
+                                                    float (&row_max)[2], float (&row_sum)[2],
+                                                    float (&correction)[2], bool (&rescale)[2],
+                                                    float scale_log2) {
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < Traits::kBlockK / 8; ++j)
+      tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    const float old_max = row_max[hf];
+    const float new_max = fmaxf(old_max, tile_max);
+    const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+    correction[hf] = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
+    row_max[hf] = new_max;
+    float tile_sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < Traits::kBlockK / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float prob = fast_exp2(fmaf(s[4 * j + 2 * hf + e], scale_log2, -ref));
+        s[4 * j + 2 * hf + e] = prob;
+        tile_sum += prob;
+      }
+    row_sum[hf] = row_sum[hf] * correction[hf] + tile_sum;
+    rescale[hf] = __any_sync(0xffffffffu, new_max != old_max);
+  }
+}
+#endif  // MMI_SM90_WGMMA_AVAILABLE
+
 template <class Traits, class Element>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     sm90_attention_fwd_kernel(const mmi_attention_problem p) {
@@ -316,335 +413,135 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   float row_max[2] = {-INFINITY, -INFINITY};  // raw-score units
   float row_sum[2] = {0.f, 0.f};              // this thread's part (4 threads per row)
 
+  // FA3-style intra-warpgroup overlap. Iteration i (tile i in buffer buf, its K and V landed):
+  //   issue S(i) = Q K(i)^T, then O += P(i-1) V(i-1) (V(i-1) still in buffer buf - 1), two commit
+  //   groups; wait for S(i) only and run the mask + online softmax of tile i while the tensor
+  //   cores do P(i-1) V(i-1); then wait for it, rescale O by tile i's correction and convert S(i)
+  //   to P(i), whose P V is issued in iteration i + 1 (or after the loop).
+  // The copies of tile i + 1 go to buffer buf + 1 = buf - 2 (mod 3), last read by P(i-2) V(i-2),
+  // which completed (wait_group 0) before this iteration's barrier.
+  // A tile the warpgroup skips issues only the pending P V. pending is warpgroup-uniform.
   int ring = 0;
   uint32_t buf = 0;
-  if constexpr (Traits::kPipelined) {
-    // FA3-style intra-warpgroup overlap. Iteration i (tile i in buffer buf, its K and V landed):
-    //   issue S(i) = Q K(i)^T, then O += P(i-1) V(i-1) (V(i-1) still in buffer buf - 1), two
-    //   commit groups; wait for S(i) only and run the mask + online softmax of tile i while the
-    //   tensor cores do P(i-1) V(i-1); then wait for it, rescale O by tile i's correction and
-    //   convert S(i) to P(i), whose P V is issued in iteration i + 1 (or after the loop).
-    // The copies of tile i + 1 go to buffer buf + 1 = buf - 2 (mod 3), last read by P(i-2) V(i-2),
-    // which completed (wait_group 0) before this iteration's barrier.
-    // A tile the warpgroup skips issues only the pending P V. pending is warpgroup-uniform.
-    uint32_t pa[Traits::kPvSteps][4];
+  uint32_t pa[Traits::kPvSteps][4];
 #pragma unroll
-    for (int kk = 0; kk < Traits::kPvSteps; ++kk)
+  for (int kk = 0; kk < Traits::kPvSteps; ++kk)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
-    bool pending = false;
-    uint32_t pending_v = v_tile0;
+    for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
+  bool pending = false;
+  uint32_t pending_v = v_tile0;
 #pragma unroll 1
-    while (have_tile) {
-      cp_async_wait<0>();
-      fence_proxy_async();
-      __syncthreads();
-      const int ring_next = ring == 2 ? 0 : ring + 1;
-      const int ring_after = ring_next == 2 ? 0 : ring_next + 1;
-      const uint32_t buf_next = buf + 1 == Traits::kStages ? 0u : buf + 1;
-      const bool have_next = smem.tile_meta[ring_next].x != 0;
-      if (have_next) {
-        sm90_gather_key_tile<Traits>(k_tile0 + buf_next * kBufferBytes,
-                                     v_tile0 + buf_next * kBufferBytes, smem.key_columns,
-                                     k_stride_bytes, smem.value_columns, v_stride_bytes,
-                                     smem.staged_pos[ring_next], seq_k, tid);
-        if (warp == 0) {
-          key_tile_finalize(smem.staged_pos[ring_next], smem.key_pos[ring_next],
-                            smem.tile_meta[ring_next], seq_k, lane);
-          key_tile_issue(smem.source, smem.cursor, smem.staged_pos[ring_after],
-                         smem.tile_meta[ring_after], seq_k, lane);
-        }
+  while (have_tile) {
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    const int ring_next = ring == 2 ? 0 : ring + 1;
+    const int ring_after = ring_next == 2 ? 0 : ring_next + 1;
+    const uint32_t buf_next = buf + 1 == Traits::kStages ? 0u : buf + 1;
+    const bool have_next = smem.tile_meta[ring_next].x != 0;
+    if (have_next) {
+      sm90_gather_key_tile<Traits>(k_tile0 + buf_next * kBufferBytes,
+                                   v_tile0 + buf_next * kBufferBytes, smem.key_columns,
+                                   k_stride_bytes, smem.value_columns, v_stride_bytes,
+                                   smem.staged_pos[ring_next], seq_k, tid);
+      if (warp == 0) {
+        key_tile_finalize(smem.staged_pos[ring_next], smem.key_pos[ring_next],
+                          smem.tile_meta[ring_next], seq_k, lane);
+        key_tile_issue(smem.source, smem.cursor, smem.staged_pos[ring_after],
+                       smem.tile_meta[ring_after], seq_k, lane);
       }
-      cp_async_commit();
-
-      const KeyTileMeta meta = smem.tile_meta[ring];
-      const bool compute = meta.y <= wg_limit_max;  // warpgroup-uniform
-      const uint32_t k_tile = k_tile0 + buf * kBufferBytes;
-      const uint32_t v_tile = v_tile0 + buf * kBufferBytes;
-
-      // Each case issues its wgmmas in straight-line code right after its own wgmma.fence (a
-      // branch join between two wgmma issues makes ptxas serialise them, C7520).
-      float s[Traits::kScoreRegs];
-      auto fence_pv_operands = [&]() {
-#pragma unroll
-        for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
-#pragma unroll
-        for (int kk = 0; kk < Traits::kPvSteps; ++kk)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
-      };
-      auto issue_s = [&]() {
-#pragma unroll
-        for (int ks = 0; ks < Traits::kKSteps; ++ks)
-          Wgmma::ss_n64(s, k_major_descriptor(q_tile, Traits::kBlockQ, wg * 64, ks),
-                        k_major_descriptor(k_tile, Traits::kBlockK, 0, ks), ks > 0 ? 1 : 0);
-        wgmma_commit();
-      };
-      auto issue_pv = [&]() {
-#pragma unroll
-        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-          const uint64_t v_desc = mn_major_descriptor(pending_v, Traits::kBlockK, kk);
-          if constexpr (kD == 128)
-            Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
-          else
-            Wgmma::rs_n64_tb(o, pa[kk], v_desc, 1);
-        }
-        wgmma_commit();
-      };
-      float correction[2] = {1.f, 1.f};
-      bool rescale[2] = {false, false};
-      // Mask + online softmax of tile i on s (O untouched: P(i-1) V(i-1) may be in flight).
-      auto softmax = [&]() {
-#pragma unroll
-        for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
-        // s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
-        // Note (SASS, nvcc 13.0): ptxas places the wait for the in-flight P V wgmma before the
-        // first shuffle of the row max below (after this mask), whatever this branch looks like,
-        // so only the mask and the partial max overlap P(i-1) V(i-1) for now.
-        if (meta.z > wg_limit_min) {
-          const int* key_pos = smem.key_pos[ring];
-#pragma unroll
-          for (int j = 0; j < Traits::kBlockK / 8; ++j) {
-            const int2 kp = *reinterpret_cast<const int2*>(key_pos + j * 8 + 2 * t);
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-              if (kp.x > row_limit[hf]) s[4 * j + 2 * hf] = -INFINITY;
-              if (kp.y > row_limit[hf]) s[4 * j + 2 * hf + 1] = -INFINITY;
-            }
-          }
-        }
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          float tile_max = -INFINITY;
-#pragma unroll
-          for (int j = 0; j < Traits::kBlockK / 8; ++j)
-            tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-          const float old_max = row_max[hf];
-          const float new_max = fmaxf(old_max, tile_max);
-          const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-          correction[hf] = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
-          row_max[hf] = new_max;
-          float tile_sum = 0.f;
-#pragma unroll
-          for (int j = 0; j < Traits::kBlockK / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float prob = fast_exp2(fmaf(s[4 * j + 2 * hf + e], scale_log2, -ref));
-              s[4 * j + 2 * hf + e] = prob;
-              tile_sum += prob;
-            }
-          row_sum[hf] = row_sum[hf] * correction[hf] + tile_sum;
-          rescale[hf] = __any_sync(0xffffffffu, new_max != old_max);
-        }
-        // Pin the results here: without these the compiler sinks the softmax below the following
-        // wgmma wait (asm volatile orders only against other asm volatile), losing the overlap.
-#pragma unroll
-        for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          fence_operand(correction[hf]);
-          fence_operand(row_sum[hf]);
-          fence_operand(row_max[hf]);
-        }
-      };
-
-      if (compute) {
-        if (pending) {
-          fence_pv_operands();
-          wgmma_fence();
-          issue_s();
-          issue_pv();
-          wgmma_wait<1>();  // S(i) done; P(i-1) V(i-1) may still run
-          softmax();
-          wgmma_wait<0>();
-          fence_pv_operands();
-        } else {
-          fence_pv_operands();
-          wgmma_fence();
-          issue_s();
-          wgmma_wait<0>();
-          softmax();
-        }
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          if (rescale[hf]) {
-#pragma unroll
-            for (int j = 0; j < kD / 8; ++j) {
-              o[4 * j + 2 * hf] *= correction[hf];
-              o[4 * j + 2 * hf + 1] *= correction[hf];
-            }
-          }
-        }
-        // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
-#pragma unroll
-        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-          pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
-          pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
-          pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
-          pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
-        }
-        pending_v = v_tile;
-      } else if (pending) {
-        fence_pv_operands();
-        wgmma_fence();
-        issue_pv();
-        wgmma_wait<0>();
-        fence_pv_operands();
-      }
-      pending = compute;
-
-      ring = ring_next;
-      buf = buf_next;
-      have_tile = have_next;
     }
-    // The last computed tile's P V (its V buffer is not overwritten: no copies were issued after it).
-    if (pending) {
+    cp_async_commit();
+
+    const KeyTileMeta meta = smem.tile_meta[ring];
+    // Skip: no key of the tile is allowed for any row of the warpgroup (warpgroup-uniform).
+    const bool compute = meta.y <= wg_limit_max;
+    const uint32_t k_tile = k_tile0 + buf * kBufferBytes;
+    const uint32_t v_tile = v_tile0 + buf * kBufferBytes;
+
+    // Each case issues its wgmmas in straight-line code right after its own wgmma.fence (a
+    // branch join between two wgmma issues makes ptxas serialise them, C7520).
+    float s[Traits::kScoreRegs];
+    float correction[2] = {1.f, 1.f};
+    bool rescale[2] = {false, false};
+    // Mask + online softmax of tile i on s (O untouched: P(i-1) V(i-1) may be in flight).
+    auto softmax = [&]() {
 #pragma unroll
-      for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
+      for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
+      // Note (SASS, nvcc 13.0): ptxas places the wait for the in-flight P V wgmma before the
+      // first shuffle of the row max (after this mask), whatever this branch looks like, so only
+      // the mask and the partial max overlap P(i-1) V(i-1) for now.
+      // Mask only when the tile's max key position exceeds the warpgroup's min row limit.
+      if (meta.z > wg_limit_min) sm90_mask_scores<Traits>(s, smem.key_pos[ring], t, row_limit);
+      sm90_softmax_update<Traits>(s, row_max, row_sum, correction, rescale, scale_log2);
+      // Pin the results here: without these the compiler sinks the softmax below the following
+      // wgmma wait (asm volatile orders only against other asm volatile), losing the overlap.
 #pragma unroll
-      for (int kk = 0; kk < Traits::kPvSteps; ++kk)
+      for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
-      wgmma_fence();
+      for (int hf = 0; hf < 2; ++hf) {
+        fence_operand(correction[hf]);
+        fence_operand(row_sum[hf]);
+        fence_operand(row_max[hf]);
+      }
+    };
+
+    if (compute) {
+      if (pending) {
+        sm90_fence_pv_operands<Traits>(o, pa);
+        wgmma_fence();
+        sm90_issue_s<Traits, Wgmma>(s, q_tile, k_tile, wg);
+        sm90_issue_pv<Traits, Wgmma>(o, pa, pending_v);
+        wgmma_wait<1>();  // S(i) done; P(i-1) V(i-1) may still run
+        softmax();
+        wgmma_wait<0>();
+        sm90_fence_pv_operands<Traits>(o, pa);
+      } else {
+        sm90_fence_pv_operands<Traits>(o, pa);
+        wgmma_fence();
+        sm90_issue_s<Traits, Wgmma>(s, q_tile, k_tile, wg);
+        wgmma_wait<0>();
+        softmax();
+      }
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        if (rescale[hf]) {
+#pragma unroll
+          for (int j = 0; j < kD / 8; ++j) {
+            o[4 * j + 2 * hf] *= correction[hf];
+            o[4 * j + 2 * hf + 1] *= correction[hf];
+          }
+        }
+      }
+      // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
 #pragma unroll
       for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-        const uint64_t v_desc = mn_major_descriptor(pending_v, Traits::kBlockK, kk);
-        if constexpr (kD == 128)
-          Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
-        else
-          Wgmma::rs_n64_tb(o, pa[kk], v_desc, 1);
+        pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
+        pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
+        pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
+        pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
       }
-      wgmma_commit();
+      pending_v = v_tile;
+    } else if (pending) {
+      sm90_fence_pv_operands<Traits>(o, pa);
+      wgmma_fence();
+      sm90_issue_pv<Traits, Wgmma>(o, pa, pending_v);
       wgmma_wait<0>();
-#pragma unroll
-      for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
-#pragma unroll
-      for (int kk = 0; kk < Traits::kPvSteps; ++kk)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
+      sm90_fence_pv_operands<Traits>(o, pa);
     }
-  } else {
-#pragma unroll 1
-    while (have_tile) {
-      cp_async_wait<0>();
-      fence_proxy_async();
-      __syncthreads();
-      const int ring_next = ring == 2 ? 0 : ring + 1;
-      const int ring_after = ring_next == 2 ? 0 : ring_next + 1;
-      const bool have_next = smem.tile_meta[ring_next].x != 0;
-      if (have_next) {
-        sm90_gather_key_tile<Traits>(k_tile0 + (buf ^ 1) * kBufferBytes,
-                                     v_tile0 + (buf ^ 1) * kBufferBytes, smem.key_columns,
-                                     k_stride_bytes, smem.value_columns, v_stride_bytes,
-                                     smem.staged_pos[ring_next], seq_k, tid);
-        if (warp == 0) {
-          key_tile_finalize(smem.staged_pos[ring_next], smem.key_pos[ring_next],
-                            smem.tile_meta[ring_next], seq_k, lane);
-          key_tile_issue(smem.source, smem.cursor, smem.staged_pos[ring_after],
-                         smem.tile_meta[ring_after], seq_k, lane);
-        }
-      }
-      cp_async_commit();
+    pending = compute;
 
-      const KeyTileMeta meta = smem.tile_meta[ring];
-      if (meta.y <= wg_limit_max) {  // some key allowed for some row of the warpgroup (uniform)
-        const uint32_t k_tile = k_tile0 + buf * kBufferBytes;
-        const uint32_t v_tile = v_tile0 + buf * kBufferBytes;
-
-        // S = Q K^T.
-        float s[Traits::kScoreRegs];
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < Traits::kKSteps; ++ks)
-          Wgmma::ss_n64(s, k_major_descriptor(q_tile, Traits::kBlockQ, wg * 64, ks),
-                        k_major_descriptor(k_tile, Traits::kBlockK, 0, ks), ks > 0 ? 1 : 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
-
-        // s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
-        if (meta.z > wg_limit_min) {
-          const int* key_pos = smem.key_pos[ring];
-#pragma unroll
-          for (int j = 0; j < Traits::kBlockK / 8; ++j) {
-            const int2 kp = *reinterpret_cast<const int2*>(key_pos + j * 8 + 2 * t);
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-              if (kp.x > row_limit[hf]) s[4 * j + 2 * hf] = -INFINITY;
-              if (kp.y > row_limit[hf]) s[4 * j + 2 * hf + 1] = -INFINITY;
-            }
-          }
-        }
-
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          float tile_max = -INFINITY;
-#pragma unroll
-          for (int j = 0; j < Traits::kBlockK / 8; ++j)
-            tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-          const float old_max = row_max[hf];
-          const float new_max = fmaxf(old_max, tile_max);
-          const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-          const float correction = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
-          row_max[hf] = new_max;
-          float tile_sum = 0.f;
-#pragma unroll
-          for (int j = 0; j < Traits::kBlockK / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float prob = fast_exp2(fmaf(s[4 * j + 2 * hf + e], scale_log2, -ref));
-              s[4 * j + 2 * hf + e] = prob;
-              tile_sum += prob;
-            }
-          row_sum[hf] = row_sum[hf] * correction + tile_sum;
-          if (__any_sync(0xffffffffu, new_max != old_max)) {
-#pragma unroll
-            for (int j = 0; j < kD / 8; ++j) {
-              o[4 * j + 2 * hf] *= correction;
-              o[4 * j + 2 * hf + 1] *= correction;
-            }
-          }
-        }
-
-        // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
-        uint32_t pa[Traits::kPvSteps][4];
-#pragma unroll
-        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-          pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
-          pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
-          pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
-          pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
-        }
-
-        // O += P V.
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-          const uint64_t v_desc = mn_major_descriptor(v_tile, Traits::kBlockK, kk);
-          if constexpr (kD == 128)
-            Wgmma::rs_n128_tb(o, pa[kk], v_desc, 1);
-          else
-            Wgmma::rs_n64_tb(o, pa[kk], v_desc, 1);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < Traits::kOutRegs; ++i) fence_operand(o[i]);
-#pragma unroll
-        for (int kk = 0; kk < Traits::kPvSteps; ++kk)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) fence_operand(pa[kk][e]);
-      }
-
-      ring = ring_next;
-      buf ^= 1u;
-      have_tile = have_next;
-    }
+    ring = ring_next;
+    buf = buf_next;
+    have_tile = have_next;
+  }
+  // The last computed tile's P V (its V buffer is not overwritten: no copies were issued after it).
+  if (pending) {
+    sm90_fence_pv_operands<Traits>(o, pa);
+    wgmma_fence();
+    sm90_issue_pv<Traits, Wgmma>(o, pa, pending_v);
+    wgmma_wait<0>();
+    sm90_fence_pv_operands<Traits>(o, pa);
   }
 
   // Epilogue. Every copy into the Q tile has landed and every wgmma reading it has completed.

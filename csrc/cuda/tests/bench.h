@@ -2,9 +2,8 @@
 // B = 1, Hq = 28, Hkv = 4, D = 128, bfloat16, block_q 128, q/k/v/out stored (B, S, H, D).
 // Times the C entry point (the kernel it picks is printed) and, launched directly: the mma.sync
 // kernel's shipped configuration (what MMI_CUDA_FORCE_MMA_SYNC=1 runs), an alternative tile
-// configuration of it, and both main loops of the sm_90a wgmma kernel (csrc/cuda/sm90/: pipelined,
-// the default, and simple, MMI_CUDA_SM90_VARIANT=simple; only on compute capability 9.0 with sm_90a
-// code in the binary).
+// configuration of it, and the sm_90a wgmma kernel (csrc/cuda/sm90/; only on compute capability 9.0
+// with sm_90a code in the binary).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -68,15 +67,14 @@ Launcher direct_launcher() {
   };
 }
 
-// Direct launch of one sm90 variant. The dynamic shared-memory limit is raised here on every call
+// Direct launch of the sm90 kernel. The dynamic shared-memory limit is raised here on every call
 // (not through prepare_sm90_kernel's once-per-device cache): this translation unit's kernel is a
 // different registered function from the library's (sparse_attention_fwd.cu), but the cache bit is
 // shared between them, so after the entry point ran, the direct launch went out without the
 // attribute and failed with "invalid argument".
-template <bool kPipelined>
-Launcher sm90_launcher() {
+inline Launcher sm90_launcher() {
   return [](const mmi_attention_problem& p) {
-    using Traits = mmi_cuda::sm90::Sm90Traits<128, kPipelined>;
+    using Traits = mmi_cuda::sm90::Sm90Traits<128>;
     using Element = mmi_cuda::Bfloat16;
     int device = 0;
     cudaGetDevice(&device);
@@ -121,8 +119,7 @@ inline int run_bench() {
        direct_launcher<mmi_cuda::DefaultTraits<128, 128>::type>()},
       {"mma.sync 8 warps x 16 rows, Q regs",
        direct_launcher<mmi_cuda::KernelTraits<128, 128, 8, true, 1>>()},
-      {"sm90 wgmma pipelined (3 K/V stages)", sm90_launcher<true>()},
-      {"sm90 wgmma simple (2 K/V stages)", sm90_launcher<false>()},
+      {"sm90 wgmma (3 K/V stages)", sm90_launcher()},
   };
 
   cudaDeviceProp prop;
