@@ -84,6 +84,21 @@ static void check_qk(const at::Tensor& q, const at::Tensor& k) {
                     k.strides());
 }
 
+// Sizes, q/k pointers and strides shared by mmi_attention_problem and mmi_estimate_problem.
+template <class Problem>
+static void fill_qk_fields(Problem& p, const at::Tensor& q, const at::Tensor& k) {
+  p.batch = q.size(0);
+  p.q_heads = q.size(1);
+  p.kv_heads = k.size(1);
+  p.seq_q = q.size(2);
+  p.seq_k = k.size(2);
+  p.head_dim = q.size(3);
+  p.q = q.data_ptr();
+  p.q_stride_b = q.stride(0), p.q_stride_h = q.stride(1), p.q_stride_s = q.stride(2);
+  p.k = k.data_ptr();
+  p.k_stride_b = k.stride(0), p.k_stride_h = k.stride(1), p.k_stride_s = k.stride(2);
+}
+
 static void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_qk(q, k);
   TORCH_CHECK_VALUE(v.dim() == 4, "v: expected 4 dims (batch, heads, seq, head_dim), got shape ",
@@ -105,12 +120,7 @@ mmi_attention_problem make_attention_problem(
   check_qkv(q, k, v);
   mmi_attention_problem p{};
   p.dtype = attention_dtype(q, k, v);
-  p.batch = q.size(0);
-  p.q_heads = q.size(1);
-  p.kv_heads = k.size(1);
-  p.seq_q = q.size(2);
-  p.seq_k = k.size(2);
-  p.head_dim = q.size(3);
+  fill_qk_fields(p, q, k);
   TORCH_CHECK_VALUE(p.q_heads % p.kv_heads == 0, "k: query heads (", p.q_heads,
                     ") must be a multiple of key/value heads (", p.kv_heads, ")");
   TORCH_CHECK_VALUE(mmi_head_dim_supported(p.head_dim), "q: head_dim ", p.head_dim,
@@ -118,10 +128,6 @@ mmi_attention_problem make_attention_problem(
   TORCH_CHECK_VALUE(block_q >= 1 && block_q <= 4096, "block_q must be in [1, 4096], got ",
                     block_q);
 
-  p.q = q.data_ptr();
-  p.q_stride_b = q.stride(0), p.q_stride_h = q.stride(1), p.q_stride_s = q.stride(2);
-  p.k = k.data_ptr();
-  p.k_stride_b = k.stride(0), p.k_stride_h = k.stride(1), p.k_stride_s = k.stride(2);
   p.v = v.data_ptr();
   p.v_stride_b = v.stride(0), p.v_stride_h = v.stride(1), p.v_stride_s = v.stride(2);
   p.out = out.data_ptr();
@@ -174,20 +180,9 @@ mmi_attention_problem make_attention_problem(
 mmi_estimate_problem make_estimate_problem(const at::Tensor& q, const at::Tensor& k, int64_t last,
                                            int64_t query_end, double scale) {
   check_qk(q, k);
-  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type(), "k: dtype ", k.scalar_type(),
-                   " differs from q's ", q.scalar_type());
   mmi_estimate_problem p{};
   p.dtype = attention_dtype(q, k, k);
-  p.batch = q.size(0);
-  p.q_heads = q.size(1);
-  p.kv_heads = k.size(1);
-  p.seq_q = q.size(2);
-  p.seq_k = k.size(2);
-  p.head_dim = q.size(3);
-  p.q = q.data_ptr();
-  p.q_stride_b = q.stride(0), p.q_stride_h = q.stride(1), p.q_stride_s = q.stride(2);
-  p.k = k.data_ptr();
-  p.k_stride_b = k.stride(0), p.k_stride_h = k.stride(1), p.k_stride_s = k.stride(2);
+  fill_qk_fields(p, q, k);
   p.last = last;
   p.query_end = query_end;
   p.scale = static_cast<float>(scale);
