@@ -148,6 +148,8 @@ def bench_seq(seq: int, args) -> list[dict]:
     print("  index build ms: " + ", ".join(f"{name} {ms:.2f}" for name, (_, ms) in indexes.items()), flush=True)
     flex = torch.compile(flex_attention, dynamic=False)
     for pattern in args.patterns:
+        if pattern == "full" and seq > args.full_max_seq:
+            continue
         index, index_ms = indexes[pattern]
         heads_factor = Q_HEADS if index.kv_ranges.shape[1] == 1 else 1
         kept = index.computed_pairs(seq) * heads_factor * 4.0 * HEAD_DIM
@@ -211,6 +213,8 @@ def main() -> None:
     parser.add_argument("--flex-seqs", type=int, nargs="*", default=None,
                         help="sequence lengths at which to run FlexAttention (default: all)")
     parser.add_argument("--dense-max-seq", type=int, default=1 << 20)
+    parser.add_argument("--full-max-seq", type=int, default=262144,
+                        help="longest sequence for the full-density index (it costs as much as dense)")
     parser.add_argument("--flex-original-grid-max-seq", type=int, default=131072)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()

@@ -161,19 +161,27 @@ bool sm90_applies(const mmi_attention_problem& p, int device, int major, int min
   return false;
 }
 
-template <class Element, int kHeadDim>
+// Which sm_90a kernel runs head_dim 128: the warp-specialised one (default), or, when
+// MMI_CUDA_SM90_KERNEL=pipelined, the non-specialised one (kept for comparisons on the device).
+// head_dim 64 always runs the non-specialised kernel, two CTAs per SM.
+bool sm90_warp_specialized(int head_dim) {
+  if (head_dim != 128) return false;
+  const char* value = std::getenv("MMI_CUDA_SM90_KERNEL");
+  return value == nullptr || std::strcmp(value, "pipelined") != 0;
+}
+
+template <class Traits, class Element>
 int run_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream, mmi_error* err) {
-  using Traits = mmi_cuda::sm90::Sm90Traits<kHeadDim>;
+  using Kernel = mmi_cuda::sm90::Sm90Kernel<Traits, Element>;
   int shared_limit = 0;
   cudaError_t status =
       cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (status != cudaSuccess) return device_error(status, "cudaDeviceGetAttribute", err);
-  if (shared_limit < mmi_cuda::sm90::sm90_shared_bytes<Traits>())
+  if (shared_limit < Kernel::shared_bytes)
     return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
                          "head_dim %d (sm90 kernel) needs %d bytes of shared memory per block; "
                          "device %d offers %d",
-                         kHeadDim, mmi_cuda::sm90::sm90_shared_bytes<Traits>(), device,
-                         shared_limit);
+                         Traits::kHeadDim, Kernel::shared_bytes, device, shared_limit);
   status = mmi_cuda::sm90::launch_sm90_attention<Traits, Element>(p, device, stream);
   if (status != cudaSuccess) return device_error(status, "sm90 sparse attention kernel launch", err);
   return MMI_OK;
@@ -182,8 +190,11 @@ int run_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream, mm
 template <class Element>
 int dispatch_sm90(const mmi_attention_problem& p, int device, cudaStream_t stream,
                   mmi_error* err) {
-  if (p.head_dim == 128) return run_sm90<Element, 128>(p, device, stream, err);
-  return run_sm90<Element, 64>(p, device, stream, err);
+  using namespace mmi_cuda::sm90;
+  if (p.head_dim == 64) return run_sm90<Sm90Traits<64>, Element>(p, device, stream, err);
+  if (sm90_warp_specialized(128))
+    return run_sm90<Sm90WsTraits<128>, Element>(p, device, stream, err);
+  return run_sm90<Sm90Traits<128>, Element>(p, device, stream, err);
 }
 
 int device_capability(int* device, int* major, int* minor, mmi_error* err) {
@@ -208,7 +219,9 @@ extern "C" const char* mmi_sparse_attention_cuda_kernel_name(
   const bool sm90 = problem->dtype == MMI_DTYPE_BFLOAT16
                         ? sm90_applies<Bfloat16>(*problem, device, major, minor)
                         : sm90_applies<Float16>(*problem, device, major, minor);
-  return sm90 ? "sm90-wgmma" : "mma-sync";
+  if (!sm90) return "mma-sync";
+  return sm90_warp_specialized(static_cast<int>(problem->head_dim)) ? "sm90-wgmma-ws"
+                                                                       : "sm90-wgmma";
 }
 
 extern "C" int mmi_sparse_attention_forward_cuda(const mmi_attention_problem* problem,

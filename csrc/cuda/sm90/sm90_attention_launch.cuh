@@ -1,4 +1,5 @@
-// Host side of the sm_90a wgmma forward (sm90_attention_kernel.cuh): availability check and launch.
+// Host side of the sm_90a wgmma forwards (sm90_attention_kernel.cuh: two math warpgroups that
+// also load; sm90_ws_attention_kernel.cuh: warp-specialised): availability check and launch.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,9 +9,25 @@
 
 #include "mmi_attention.h"
 #include "sm90/sm90_attention_kernel.cuh"
+#include "sm90/sm90_ws_attention_kernel.cuh"
 
 namespace mmi_cuda {
 namespace sm90 {
+
+// Kernel entry point, block size and dynamic shared memory of a traits type.
+template <class Traits, class Element>
+struct Sm90Kernel;
+template <int kHeadDim, class Element>
+struct Sm90Kernel<Sm90Traits<kHeadDim>, Element> {
+  static constexpr auto function = &sm90_attention_fwd_kernel<Sm90Traits<kHeadDim>, Element>;
+  static constexpr int shared_bytes = sm90_shared_bytes<Sm90Traits<kHeadDim>>();
+};
+template <int kHeadDim, class Element>
+struct Sm90Kernel<Sm90WsTraits<kHeadDim>, Element> {
+  using Traits = Sm90WsTraits<kHeadDim>;
+  static constexpr auto function = &sm90_ws_attention_fwd_kernel<Traits, Element>;
+  static constexpr int shared_bytes = sm90_ws_shared_bytes<Traits>();
+};
 
 // Whether the kernel instantiation can run on `device` (compute capability 9.0 checked by the
 // caller): the loaded image must be real sm_90 code built from the sm_90a target
@@ -25,7 +42,7 @@ bool sm90_kernel_available(int device) {
   if (bit != 0 && (checked.load(std::memory_order_acquire) & bit) != 0)
     return (available.load(std::memory_order_acquire) & bit) != 0;
   cudaFuncAttributes attributes{};
-  bool ok = cudaFuncGetAttributes(&attributes, sm90_attention_fwd_kernel<Traits, Element>) ==
+  bool ok = cudaFuncGetAttributes(&attributes, Sm90Kernel<Traits, Element>::function) ==
             cudaSuccess;
   if (!ok) (void)cudaGetLastError();  // no image for this device: not an error of the call
   // The stub needs a handful of registers; the real kernel well over 64.
@@ -44,9 +61,9 @@ cudaError_t prepare_sm90_kernel(int device) {
   const uint64_t bit = device >= 0 && device < 64 ? (uint64_t{1} << device) : 0;
   if (bit != 0 && (prepared.load(std::memory_order_acquire) & bit) != 0) return cudaSuccess;
   const cudaError_t status =
-      cudaFuncSetAttribute(sm90_attention_fwd_kernel<Traits, Element>,
+      cudaFuncSetAttribute(Sm90Kernel<Traits, Element>::function,
                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           sm90_shared_bytes<Traits>());
+                           Sm90Kernel<Traits, Element>::shared_bytes);
   if (status == cudaSuccess && bit != 0) prepared.fetch_or(bit, std::memory_order_acq_rel);
   return status;
 }
@@ -59,9 +76,9 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
   cudaError_t status = prepare_sm90_kernel<Traits, Element>(device);
   if (status != cudaSuccess) return status;
   const int64_t ctas = problem.batch * problem.q_heads * problem.index.num_q_blocks;
-  sm90_attention_fwd_kernel<Traits, Element>
-      <<<static_cast<unsigned>(ctas), Traits::kThreads, sm90_shared_bytes<Traits>(), stream>>>(
-          problem);
+  Sm90Kernel<Traits, Element>::function<<<static_cast<unsigned>(ctas), Traits::kThreads,
+                                          Sm90Kernel<Traits, Element>::shared_bytes, stream>>>(
+      problem);
   return cudaGetLastError();
 }
 

@@ -86,6 +86,16 @@ template <int kPending>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
+// Sets this warpgroup's per-thread register budget (all threads of the warpgroup execute it):
+// a warp-specialised kernel gives the producer's registers to the math warpgroups.
+template <int kRegisters>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+template <int kRegisters>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
 // Makes this thread's generic-proxy shared-memory writes (st.shared, completed cp.async copies)
 // visible to later async-proxy reads (wgmma operands), once published by a barrier.
 __device__ __forceinline__ void fence_proxy_async() {
