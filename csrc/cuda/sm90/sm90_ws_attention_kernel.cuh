@@ -22,7 +22,8 @@
 // against 389 for the non-specialised kernel. Tried and dropped, each within 1% of this or
 // slower: Q read from shared memory (432); FlashAttention-3-style ping-pong between the two math
 // warpgroups through named barriers (447; racecheck also cannot follow its bar.arrive pairs);
-// 128-key tiles from two stages with P V undeferred (446); 5 stages (438 vs 438). ncu (16K
+// 128-key tiles from two stages with P V undeferred (446); 5 stages (438 vs 438); without the
+// consumers' proxy fence (diagnostic only: 436 vs 437). ncu (16K
 // causal): tensor pipe 46% active, issue slots 38% busy -- the math warps' softmax and wgmma
 // waits are the limit, not loads.
 #pragma once
