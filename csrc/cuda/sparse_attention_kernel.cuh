@@ -18,6 +18,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "cta_work.cuh"
 #include "key_tile_cursor.cuh"
 #include "kernel_traits.cuh"
 #include "mmi_attention.h"
@@ -26,25 +27,6 @@
 #include "warp_attention.cuh"
 
 namespace mmi_cuda {
-
-// query_pos[r] = original position of query slot qb * kBlockQ + r, or -1 past the sequence end
-// or for a q_perm entry outside [0, seq_q).
-template <class Traits>
-__device__ __forceinline__ void load_query_positions(const mmi_attention_problem& p, int b, int h,
-                                                     int qb, int* query_pos, int tid) {
-  const int seq_q = static_cast<int>(p.seq_q);
-  const int32_t* q_perm = p.index.q_perm;
-  if (q_perm != nullptr) q_perm += b * p.index.q_perm_stride_b + h * p.index.q_perm_stride_h;
-  for (int r = tid; r < Traits::kBlockQ; r += Traits::kThreads) {
-    const int slot = qb * Traits::kBlockQ + r;
-    int pos = -1;
-    if (slot < seq_q) {
-      pos = q_perm != nullptr ? __ldg(q_perm + slot) : slot;
-      if (static_cast<unsigned>(pos) >= static_cast<unsigned>(seq_q)) pos = -1;
-    }
-    query_pos[r] = pos;
-  }
-}
 
 template <class Traits, class Element>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
@@ -58,17 +40,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   const int lane = tid & 31;
   const int warp = tid >> 5;
 
-  // CTA -> (b, h, query block). Query blocks are launched last-first (in causal patterns the later
-  // blocks have the most keys, so the long CTAs start early), all heads of a block together (GQA
-  // heads sharing K/V run side by side).
+  const CtaWork work = cta_work(p);
+  const int b = work.b, h = work.h, qb = work.qb, kv_h = work.kv_h;
   const int q_heads = static_cast<int>(p.q_heads);
-  const int heads_total = static_cast<int>(p.batch) * q_heads;
-  const int wave = blockIdx.x / heads_total;
-  const int bh = blockIdx.x - wave * heads_total;
-  const int qb = static_cast<int>(p.index.num_q_blocks) - 1 - wave;
-  const int b = bh / q_heads;
-  const int h = bh - b * q_heads;
-  const int kv_h = h / (q_heads / static_cast<int>(p.kv_heads));
   const int seq_q = static_cast<int>(p.seq_q);
   const int seq_k = static_cast<int>(p.seq_k);
 
@@ -85,7 +59,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     if (smem.tile_meta[0].x != 0)
       key_tile_issue(smem.source, smem.cursor, smem.staged_pos[1], smem.tile_meta[1], seq_k, lane);
   }
-  load_query_positions<Traits>(p, b, h, qb, smem.query_pos, tid);
+  load_query_positions(p, work, Traits::kBlockQ, smem.query_pos, tid, Traits::kThreads);
   set_key_columns<Traits>(
       smem.key_columns, smem.value_columns,
       static_cast<const char*>(p.k) + (b * p.k_stride_b + kv_h * p.k_stride_h) * 2,
@@ -104,10 +78,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
                             smem.value_columns, v_stride_bytes, smem.key_pos[0], seq_k, tid);
   cp_async_commit();
 
-  // exp2 runs on q.k * scale_log2 with a positive scale_log2: a negative scale is folded into q
-  // (sign flip, exact) and a zero scale becomes the smallest normal one (same weights).
-  float scale_log2 = fabsf(p.scale) * 1.4426950408889634f;
-  if (!(scale_log2 >= FLT_MIN)) scale_log2 = FLT_MIN;
+  const float scale_log2 = positive_scale_log2(p.scale);
   if (p.scale < 0.f) {
     cp_async_wait<0>();
     negate_gathered_rows<Traits, Traits::kBlockQ>(smem.q, tid);  // published by the next barrier

@@ -34,6 +34,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cta_work.cuh"
 #include "key_tile_cursor.cuh"
 #include "mmi_attention.h"
 #include "ptx_primitives.cuh"
@@ -178,6 +179,88 @@ __device__ __forceinline__ int sm90_row_limit(int query_pos, int causal_offset, 
   return query_pos < 0 ? -1 : (causal ? query_pos + causal_offset : kNoKey - 1);
 }
 
+// This thread's two row limits (rows 16 warp + 8 hf + g of the CTA's query block, -1 for rows
+// without a query) and, in warp_limits[warp], the warp's min limit over real rows and max limit.
+__device__ __forceinline__ void sm90_row_limits(const int* query_pos, int warp, int lane,
+                                                int causal_offset, bool causal,
+                                                int (&row_limit)[2], int2* warp_limits) {
+  int limit_min = INT_MAX;
+  int limit_max = -1;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int pos = query_pos[warp * 16 + hf * 8 + (lane >> 2)];
+    row_limit[hf] = sm90_row_limit(pos, causal_offset, causal);
+    if (pos >= 0) limit_min = min(limit_min, row_limit[hf]);
+    limit_max = max(limit_max, row_limit[hf]);
+  }
+  limit_min = __reduce_min_sync(0xffffffffu, limit_min);
+  limit_max = __reduce_max_sync(0xffffffffu, limit_max);
+  if (lane == 0) warp_limits[warp] = make_int2(limit_min, limit_max);
+}
+
+// Warpgroup wg's min / max row limit (wgmma is issued by whole warpgroups, so skipping a tile is
+// decided per warpgroup), from sm90_row_limits' per-warp values once published.
+__device__ __forceinline__ int2 sm90_warpgroup_limits(const int2* warp_limits, int wg) {
+  int2 l = make_int2(INT_MAX, -1);
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    l.x = min(l.x, warp_limits[wg * 4 + w].x);
+    l.y = max(l.y, warp_limits[wg * 4 + w].y);
+  }
+  return l;
+}
+
+// Epilogue, first half: normalises this thread's two rows of O into the swizzled staging tile
+// [kBlockQ, D] and writes their lse (rows without keys: zeros and -inf).
+template <class Math, class Element>
+__device__ __forceinline__ void sm90_stage_output(const float (&o)[Math::kOutRegs],
+                                                  const float (&row_sum)[2],
+                                                  const float (&row_max)[2], float scale_log2,
+                                                  unsigned char* stage, const int* query_pos,
+                                                  float* lse_rows, int warp, int lane) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float sum = row_sum[hf];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int row = warp * 16 + hf * 8 + g;
+#pragma unroll
+    for (int j = 0; j < Math::kHeadDim / 8; ++j)
+      *reinterpret_cast<uint32_t*>(stage +
+                                   swizzled_element_offset(Math::kBlockQ, row, 8 * j + 2 * t)) =
+          Element::pack(o[4 * j + 2 * hf] * inv, o[4 * j + 2 * hf + 1] * inv);
+    if (lse_rows != nullptr && t == 0) {
+      const int pos = query_pos[row];
+      if (pos >= 0)
+        lse_rows[pos] =
+            sum > 0.f ? (row_max[hf] * scale_log2 + fast_log2(sum)) * kLn2 : -INFINITY;
+    }
+  }
+}
+
+// Epilogue, second half (after a barrier over the staging writers): scatters the staged rows to
+// their original positions with 16-byte stores. Threads tid = 0 .. Math::kThreads - 1.
+template <class Math>
+__device__ __forceinline__ void sm90_scatter_output(const unsigned char* stage,
+                                                    const int* query_pos, uint16_t* out_rows,
+                                                    int64_t out_stride_s, int tid) {
+  constexpr int kPass = Math::kRowsPerPass;
+  const int chunk = tid % Math::kChunksPerRow;
+  const int row0 = tid / Math::kChunksPerRow;
+#pragma unroll
+  for (int i = 0; i < Math::kBlockQ / kPass; ++i) {
+    const int row = row0 + i * kPass;
+    const int pos = query_pos[row];
+    if (pos >= 0)
+      *reinterpret_cast<uint4*>(out_rows + pos * out_stride_s + chunk * 8) =
+          *reinterpret_cast<const uint4*>(stage + swizzled_chunk_offset(Math::kBlockQ, row, chunk));
+  }
+}
+
 template <class Element>
 struct WgmmaFor;
 template <>
@@ -233,6 +316,44 @@ __device__ __forceinline__ void sm90_issue_pv(float (&o)[Traits::kOutRegs],
   wgmma_commit();
 }
 
+// After tile i's softmax: O *= correction for the rows whose max moved, and P(i) = S(i) as wgmma
+// A fragments (k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1).
+template <class Math, class Element>
+__device__ __forceinline__ void sm90_rescale_and_pack(float (&o)[Math::kOutRegs],
+                                                      const float (&s)[Math::kScoreRegs],
+                                                      const float (&correction)[2],
+                                                      const bool (&rescale)[2],
+                                                      uint32_t (&pa)[Math::kPvSteps][4]) {
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    if (rescale[hf]) {
+#pragma unroll
+      for (int j = 0; j < Math::kHeadDim / 8; ++j) {
+        o[4 * j + 2 * hf] *= correction[hf];
+        o[4 * j + 2 * hf + 1] *= correction[hf];
+      }
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < Math::kPvSteps; ++kk) {
+    pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
+    pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
+    pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
+    pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
+  }
+}
+
+// O += P V on its own (a tile the warpgroup skips, or the last tile), waited for.
+template <class Math, class Wgmma>
+__device__ __forceinline__ void sm90_run_pv(float (&o)[Math::kOutRegs],
+                                            uint32_t (&pa)[Math::kPvSteps][4], uint32_t v_tile) {
+  sm90_fence_pv_operands<Math>(o, pa);
+  wgmma_fence();
+  sm90_issue_pv<Math, Wgmma>(o, pa, v_tile);
+  wgmma_wait<0>();
+  sm90_fence_pv_operands<Math>(o, pa);
+}
+
 // Mask: score -> -inf where the key position exceeds the row's limit.
 // s[4 j + 2 hf + e]: row g + 8 hf of the warp's 16, key 8 j + 2 t + e of the tile.
 template <class Traits>
@@ -285,6 +406,29 @@ __device__ __forceinline__ void sm90_softmax_update(float (&s)[Traits::kScoreReg
     rescale[hf] = __any_sync(0xffffffffu, new_max != old_max);
   }
 }
+// Tile i's mask (only when the tile's max key position exceeds the warpgroup's min row limit) and
+// online softmax on s, pinned in place: without the operand fences the compiler sinks the
+// softmax below the next wgmma wait (asm volatile orders only against other asm volatile),
+// losing its overlap with the in-flight P(i-1) V(i-1).
+template <class Math>
+__device__ __forceinline__ void sm90_tile_softmax(float (&s)[Math::kScoreRegs], bool mask,
+                                                  const int* key_pos, int t,
+                                                  const int (&row_limit)[2], float (&row_max)[2],
+                                                  float (&row_sum)[2], float (&correction)[2],
+                                                  bool (&rescale)[2], float scale_log2) {
+#pragma unroll
+  for (int r = 0; r < Math::kScoreRegs; ++r) fence_operand(s[r]);
+  if (mask) sm90_mask_scores<Math>(s, key_pos, t, row_limit);
+  sm90_softmax_update<Math>(s, row_max, row_sum, correction, rescale, scale_log2);
+#pragma unroll
+  for (int r = 0; r < Math::kScoreRegs; ++r) fence_operand(s[r]);
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    fence_operand(correction[hf]);
+    fence_operand(row_sum[hf]);
+    fence_operand(row_max[hf]);
+  }
+}
 #endif  // MMI_SM90_WGMMA_AVAILABLE
 
 template <class Traits, class Element>
@@ -293,7 +437,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
 #if defined(MMI_SM90_WGMMA_AVAILABLE)
   using Storage = Sm90Shared<Traits>;
   using Wgmma = typename WgmmaFor<Element>::type;
-  constexpr int kD = Traits::kHeadDim;
   extern __shared__ __align__(128) unsigned char sm90_smem_raw[];
   const uint32_t raw_address = shared_address(sm90_smem_raw);
   unsigned char* smem_base =
@@ -305,18 +448,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   const int lane = tid & 31;
   const int warp = tid >> 5;
   const int wg = warp >> 2;
-  const int g = lane >> 2;
   const int t = lane & 3;
 
-  // CTA -> (b, h, query block): query blocks last-first, all heads of a block together.
+  const CtaWork work = cta_work(p);
+  const int b = work.b, h = work.h, qb = work.qb, kv_h = work.kv_h;
   const int q_heads = static_cast<int>(p.q_heads);
-  const int heads_total = static_cast<int>(p.batch) * q_heads;
-  const int wave = blockIdx.x / heads_total;
-  const int bh = blockIdx.x - wave * heads_total;
-  const int qb = static_cast<int>(p.index.num_q_blocks) - 1 - wave;
-  const int b = bh / q_heads;
-  const int h = bh - b * q_heads;
-  const int kv_h = h / (q_heads / static_cast<int>(p.kv_heads));
   const int seq_q = static_cast<int>(p.seq_q);
   const int seq_k = static_cast<int>(p.seq_k);
 
@@ -332,19 +468,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     if (smem.tile_meta[0].x != 0)
       key_tile_issue(smem.source, smem.cursor, smem.staged_pos[1], smem.tile_meta[1], seq_k, lane);
   }
-  {
-    const int32_t* q_perm = p.index.q_perm;
-    if (q_perm != nullptr) q_perm += b * p.index.q_perm_stride_b + h * p.index.q_perm_stride_h;
-    for (int r = tid; r < Traits::kBlockQ; r += Traits::kThreads) {
-      const int slot = qb * Traits::kBlockQ + r;
-      int pos = -1;
-      if (slot < seq_q) {
-        pos = q_perm != nullptr ? __ldg(q_perm + slot) : slot;
-        if (static_cast<unsigned>(pos) >= static_cast<unsigned>(seq_q)) pos = -1;
-      }
-      smem.query_pos[r] = pos;
-    }
-  }
+  load_query_positions(p, work, Traits::kBlockQ, smem.query_pos, tid, Traits::kThreads);
   if (tid < Traits::kChunksPerRow) {
     smem.key_columns[tid] = static_cast<const char*>(p.k) +
                             (b * p.k_stride_b + kv_h * p.k_stride_h) * 2 + tid * 16;
@@ -369,9 +493,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
                                  smem.value_columns, v_stride_bytes, smem.key_pos[0], seq_k, tid);
   cp_async_commit();
 
-  // exp2 on q.k * scale_log2 with scale_log2 > 0: negative scales flip q, zero becomes FLT_MIN.
-  float scale_log2 = fabsf(p.scale) * 1.4426950408889634f;
-  if (!(scale_log2 >= FLT_MIN)) scale_log2 = FLT_MIN;
+  const float scale_log2 = positive_scale_log2(p.scale);  // q.k * scale in the exp2 domain
   if (p.scale < 0.f) {
     cp_async_wait<0>();
     sm90_negate_rows<Traits, Traits::kBlockQ>(reinterpret_cast<unsigned char*>(smem.q), tid);
@@ -382,30 +504,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   const int causal_offset = seq_k - seq_q;
   const bool causal = p.causal != 0;
   int row_limit[2];
-  {
-    int limit_min = INT_MAX;
-    int limit_max = -1;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int pos = smem.query_pos[warp * 16 + hf * 8 + g];
-      row_limit[hf] = sm90_row_limit(pos, causal_offset, causal);
-      if (pos >= 0) limit_min = min(limit_min, row_limit[hf]);
-      limit_max = max(limit_max, row_limit[hf]);
-    }
-    limit_min = __reduce_min_sync(0xffffffffu, limit_min);
-    limit_max = __reduce_max_sync(0xffffffffu, limit_max);
-    if (lane == 0) smem.warp_limits[warp] = make_int2(limit_min, limit_max);
-  }
+  sm90_row_limits(smem.query_pos, warp, lane, causal_offset, causal, row_limit, smem.warp_limits);
   __syncthreads();
-  // Warpgroup-wide limits: wgmma is issued by whole warpgroups, so skipping is decided per group.
-  int wg_limit_min = INT_MAX;
-  int wg_limit_max = -1;
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    const int2 l = smem.warp_limits[wg * 4 + w];
-    wg_limit_min = min(wg_limit_min, l.x);
-    wg_limit_max = max(wg_limit_max, l.y);
-  }
+  const int2 wg_limits = sm90_warpgroup_limits(smem.warp_limits, wg);
+  const int wg_limit_min = wg_limits.x;
+  const int wg_limit_max = wg_limits.y;
 
   float o[Traits::kOutRegs];
 #pragma unroll
@@ -466,24 +569,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     bool rescale[2] = {false, false};
     // Mask + online softmax of tile i on s (O untouched: P(i-1) V(i-1) may be in flight).
     auto softmax = [&]() {
-#pragma unroll
-      for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
-      // Note (SASS, nvcc 13.0): ptxas places the wait for the in-flight P V wgmma before the
-      // first shuffle of the row max (after this mask), whatever this branch looks like, so only
-      // the mask and the partial max overlap P(i-1) V(i-1) for now.
-      // Mask only when the tile's max key position exceeds the warpgroup's min row limit.
-      if (meta.z > wg_limit_min) sm90_mask_scores<Traits>(s, smem.key_pos[ring], t, row_limit);
-      sm90_softmax_update<Traits>(s, row_max, row_sum, correction, rescale, scale_log2);
-      // Pin the results here: without these the compiler sinks the softmax below the following
-      // wgmma wait (asm volatile orders only against other asm volatile), losing the overlap.
-#pragma unroll
-      for (int i = 0; i < Traits::kScoreRegs; ++i) fence_operand(s[i]);
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        fence_operand(correction[hf]);
-        fence_operand(row_sum[hf]);
-        fence_operand(row_max[hf]);
-      }
+      sm90_tile_softmax<Traits>(s, meta.z > wg_limit_min, smem.key_pos[ring], t, row_limit,
+                                row_max, row_sum, correction, rescale, scale_log2);
     };
 
     if (compute) {
@@ -503,31 +590,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
         wgmma_wait<0>();
         softmax();
       }
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        if (rescale[hf]) {
-#pragma unroll
-          for (int j = 0; j < kD / 8; ++j) {
-            o[4 * j + 2 * hf] *= correction[hf];
-            o[4 * j + 2 * hf + 1] *= correction[hf];
-          }
-        }
-      }
-      // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
-#pragma unroll
-      for (int kk = 0; kk < Traits::kPvSteps; ++kk) {
-        pa[kk][0] = Element::pack(s[8 * kk + 0], s[8 * kk + 1]);  // row g,     keys 2t, 2t+1
-        pa[kk][1] = Element::pack(s[8 * kk + 2], s[8 * kk + 3]);  // row g + 8
-        pa[kk][2] = Element::pack(s[8 * kk + 4], s[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
-        pa[kk][3] = Element::pack(s[8 * kk + 6], s[8 * kk + 7]);  // row g + 8
-      }
+      sm90_rescale_and_pack<Traits, Element>(o, s, correction, rescale, pa);
       pending_v = v_tile;
     } else if (pending) {
-      sm90_fence_pv_operands<Traits>(o, pa);
-      wgmma_fence();
-      sm90_issue_pv<Traits, Wgmma>(o, pa, pending_v);
-      wgmma_wait<0>();
-      sm90_fence_pv_operands<Traits>(o, pa);
+      sm90_run_pv<Traits, Wgmma>(o, pa, pending_v);
     }
     pending = compute;
 
@@ -537,55 +603,21 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   }
   // The last computed tile's P V (its V buffer is not overwritten: no copies were issued after it).
   if (pending) {
-    sm90_fence_pv_operands<Traits>(o, pa);
-    wgmma_fence();
-    sm90_issue_pv<Traits, Wgmma>(o, pa, pending_v);
-    wgmma_wait<0>();
-    sm90_fence_pv_operands<Traits>(o, pa);
+    sm90_run_pv<Traits, Wgmma>(o, pa, pending_v);
   }
 
   // Epilogue. Every copy into the Q tile has landed and every wgmma reading it has completed.
   cp_async_wait<0>();
   __syncthreads();
-  constexpr float kLn2 = 0.6931471805599453f;
   unsigned char* stage = reinterpret_cast<unsigned char*>(smem.q);
   float* lse_rows =
       p.lse != nullptr ? p.lse + (static_cast<int64_t>(b) * q_heads + h) * seq_q : nullptr;
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    float sum = row_sum[hf];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int row = warp * 16 + hf * 8 + g;
-#pragma unroll
-    for (int j = 0; j < kD / 8; ++j)
-      *reinterpret_cast<uint32_t*>(stage +
-                                   swizzled_element_offset(Traits::kBlockQ, row, 8 * j + 2 * t)) =
-          Element::pack(o[4 * j + 2 * hf] * inv, o[4 * j + 2 * hf + 1] * inv);
-    if (lse_rows != nullptr && t == 0) {
-      const int pos = smem.query_pos[row];
-      if (pos >= 0)
-        lse_rows[pos] =
-            sum > 0.f ? (row_max[hf] * scale_log2 + fast_log2(sum)) * kLn2 : -INFINITY;
-    }
-  }
+  sm90_stage_output<Traits, Element>(o, row_sum, row_max, scale_log2, stage, smem.query_pos,
+                                     lse_rows, warp, lane);
   __syncthreads();
-  uint16_t* out_rows = static_cast<uint16_t*>(p.out) + b * p.out_stride_b + h * p.out_stride_h;
-  {
-    constexpr int kPass = Traits::kRowsPerPass;
-    const int chunk = tid % Traits::kChunksPerRow;
-    const int row0 = tid / Traits::kChunksPerRow;
-#pragma unroll
-    for (int i = 0; i < Traits::kBlockQ / kPass; ++i) {
-      const int row = row0 + i * kPass;
-      const int pos = smem.query_pos[row];
-      if (pos >= 0)
-        *reinterpret_cast<uint4*>(out_rows + pos * p.out_stride_s + chunk * 8) =
-            *reinterpret_cast<const uint4*>(
-                stage + swizzled_chunk_offset(Traits::kBlockQ, row, chunk));
-    }
-  }
+  sm90_scatter_output<Traits>(stage, smem.query_pos,
+                              static_cast<uint16_t*>(p.out) + b * p.out_stride_b + h * p.out_stride_h,
+                              p.out_stride_s, tid);
 #else
   // Built without sm_90a features: the host never launches this (sm90_kernel_available).
   __trap();

@@ -119,18 +119,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int ctid = tid - Traits::kProducerThreads;  // consumer thread index
   const int warp = ctid >> 5;                        // consumer warp 0..7
   const int wg = warp >> 2;                          // consumer warpgroup 0..1
-  const int g = lane >> 2;
   const int t = lane & 3;
 
-  // CTA -> (b, h, query block): query blocks last-first, all heads of a block together.
+  const CtaWork work = cta_work(p);
+  const int b = work.b, h = work.h, qb = work.qb, kv_h = work.kv_h;
   const int q_heads = static_cast<int>(p.q_heads);
-  const int heads_total = static_cast<int>(p.batch) * q_heads;
-  const int wave = blockIdx.x / heads_total;
-  const int bh = blockIdx.x - wave * heads_total;
-  const int qb = static_cast<int>(p.index.num_q_blocks) - 1 - wave;
-  const int b = bh / q_heads;
-  const int h = bh - b * q_heads;
-  const int kv_h = h / (q_heads / static_cast<int>(p.kv_heads));
   const int seq_q = static_cast<int>(p.seq_q);
   const int seq_k = static_cast<int>(p.seq_k);
 
@@ -141,19 +134,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       mbarrier_init(&smem.empty[s], kConsumers);
     }
   }
-  {
-    const int32_t* q_perm = p.index.q_perm;
-    if (q_perm != nullptr) q_perm += b * p.index.q_perm_stride_b + h * p.index.q_perm_stride_h;
-    for (int r = tid; r < Traits::kBlockQ; r += Traits::kThreads) {
-      const int slot = qb * Traits::kBlockQ + r;
-      int pos = -1;
-      if (slot < seq_q) {
-        pos = q_perm != nullptr ? __ldg(q_perm + slot) : slot;
-        if (static_cast<unsigned>(pos) >= static_cast<unsigned>(seq_q)) pos = -1;
-      }
-      smem.query_pos[r] = pos;
-    }
-  }
+  load_query_positions(p, work, Traits::kBlockQ, smem.query_pos, tid, Traits::kThreads);
   if (tid < kD / 8) {
     smem.key_columns[tid] = static_cast<const char*>(p.k) +
                             (b * p.k_stride_b + kv_h * p.k_stride_h) * 2 + tid * 16;
@@ -162,9 +143,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   }
   __syncthreads();  // barriers initialised, query positions and column bases published
 
-  // exp2 on q.k * scale_log2 with scale_log2 > 0: negative scales flip q, zero becomes FLT_MIN.
-  float scale_log2 = fabsf(p.scale) * 1.4426950408889634f;
-  if (!(scale_log2 >= FLT_MIN)) scale_log2 = FLT_MIN;
+  const float scale_log2 = positive_scale_log2(p.scale);  // q.k * scale in the exp2 domain
   const int causal_offset = seq_k - seq_q;
   const bool causal = p.causal != 0;
   const uint32_t q_tile = shared_address(smem.q);
@@ -179,19 +158,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       sm90_negate_rows<Math, Traits::kBlockQ>(reinterpret_cast<unsigned char*>(smem.q), ctid);
     fence_proxy_async();  // this thread's Q chunks -> async proxy, published by the barrier below
 
-    // Row limits of this thread's two rows, and per warp the min / max limit.
-    int limit_min = INT_MAX;
-    int limit_max = -1;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int pos = smem.query_pos[warp * 16 + hf * 8 + g];
-      row_limit[hf] = sm90_row_limit(pos, causal_offset, causal);
-      if (pos >= 0) limit_min = min(limit_min, row_limit[hf]);
-      limit_max = max(limit_max, row_limit[hf]);
-    }
-    limit_min = __reduce_min_sync(0xffffffffu, limit_min);
-    limit_max = __reduce_max_sync(0xffffffffu, limit_max);
-    if (lane == 0) smem.warp_limits[warp] = make_int2(limit_min, limit_max);
+    sm90_row_limits(smem.query_pos, warp, lane, causal_offset, causal, row_limit,
+                    smem.warp_limits);
   }
   __syncthreads();
 
@@ -275,14 +243,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       Wgmma::rs_n64(sc, qa[ks], k_major_descriptor(k_tile, Math::kBlockK, 0, ks), ks > 0 ? 1 : 0);
     wgmma_commit();
   };
-  int wg_limit_min = INT_MAX;
-  int wg_limit_max = -1;
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    const int2 l = smem.warp_limits[wg * 4 + w];
-    wg_limit_min = min(wg_limit_min, l.x);
-    wg_limit_max = max(wg_limit_max, l.y);
-  }
+  const int2 wg_limits = sm90_warpgroup_limits(smem.warp_limits, wg);
+  const int wg_limit_min = wg_limits.x;
+  const int wg_limit_max = wg_limits.y;
 
   float o[Math::kOutRegs];
 #pragma unroll
@@ -315,18 +278,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     float correction[2] = {1.f, 1.f};
     bool rescale[2] = {false, false};
     auto softmax = [&]() {
-#pragma unroll
-      for (int r = 0; r < Math::kScoreRegs; ++r) fence_operand(sc[r]);
-      if (meta.z > wg_limit_min) sm90_mask_scores<Math>(sc, key_pos, t, row_limit);
-      sm90_softmax_update<Math>(sc, row_max, row_sum, correction, rescale, scale_log2);
-#pragma unroll
-      for (int r = 0; r < Math::kScoreRegs; ++r) fence_operand(sc[r]);
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        fence_operand(correction[hf]);
-        fence_operand(row_sum[hf]);
-        fence_operand(row_max[hf]);
-      }
+      sm90_tile_softmax<Math>(sc, meta.z > wg_limit_min, key_pos, t, row_limit, row_max, row_sum,
+                              correction, rescale, scale_log2);
     };
 
     // Each case issues its wgmmas in straight-line code right after its own wgmma.fence (a
@@ -349,33 +302,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         wgmma_wait<0>();
         softmax();
       }
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        if (rescale[hf]) {
-#pragma unroll
-          for (int j = 0; j < kD / 8; ++j) {
-            o[4 * j + 2 * hf] *= correction[hf];
-            o[4 * j + 2 * hf + 1] *= correction[hf];
-          }
-        }
-      }
-      // P as A fragments: k16 step kk covers keys 16 kk .. 16 kk + 15 = n8 tiles 2 kk, 2 kk + 1.
-#pragma unroll
-      for (int kk = 0; kk < Math::kPvSteps; ++kk) {
-        pa[kk][0] = Element::pack(sc[8 * kk + 0], sc[8 * kk + 1]);  // row g,     keys 2t, 2t+1
-        pa[kk][1] = Element::pack(sc[8 * kk + 2], sc[8 * kk + 3]);  // row g + 8
-        pa[kk][2] = Element::pack(sc[8 * kk + 4], sc[8 * kk + 5]);  // row g,     keys 2t+8, 2t+9
-        pa[kk][3] = Element::pack(sc[8 * kk + 6], sc[8 * kk + 7]);  // row g + 8
-      }
+      sm90_rescale_and_pack<Math, Element>(o, sc, correction, rescale, pa);
       pending_v = v_tile;
       pending_stage = s;
     } else {
       if (pending) {
-        sm90_fence_pv_operands<Math>(o, pa);
-        wgmma_fence();
-        sm90_issue_pv<Math, Wgmma>(o, pa, pending_v);
-        wgmma_wait<0>();
-        sm90_fence_pv_operands<Math>(o, pa);
+        sm90_run_pv<Math, Wgmma>(o, pa, pending_v);
         mbarrier_arrive(&smem.empty[pending_stage]);
       }
       mbarrier_arrive(&smem.empty[s]);  // this warpgroup never reads tile i
@@ -384,54 +316,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   }
   // The last computed tile's P V. Its stage is not released: the walk is over.
   if (pending) {
-    sm90_fence_pv_operands<Math>(o, pa);
-    wgmma_fence();
-    sm90_issue_pv<Math, Wgmma>(o, pa, pending_v);
-    wgmma_wait<0>();
-    sm90_fence_pv_operands<Math>(o, pa);
+    sm90_run_pv<Math, Wgmma>(o, pa, pending_v);
   }
   // Epilogue (consumers only): the output is staged in the Q tile, whose last readers were the
   // ldmatrix loads above.
   named_barrier_sync(Traits::kEpilogueBarrier, kConsumers);
-  constexpr float kLn2 = 0.6931471805599453f;
   unsigned char* stage = reinterpret_cast<unsigned char*>(smem.q);
   float* lse_rows =
       p.lse != nullptr ? p.lse + (static_cast<int64_t>(b) * q_heads + h) * seq_q : nullptr;
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    float sum = row_sum[hf];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int row = warp * 16 + hf * 8 + g;
-#pragma unroll
-    for (int j = 0; j < kD / 8; ++j)
-      *reinterpret_cast<uint32_t*>(stage +
-                                   swizzled_element_offset(Traits::kBlockQ, row, 8 * j + 2 * t)) =
-          Element::pack(o[4 * j + 2 * hf] * inv, o[4 * j + 2 * hf + 1] * inv);
-    if (lse_rows != nullptr && t == 0) {
-      const int pos = smem.query_pos[row];
-      if (pos >= 0)
-        lse_rows[pos] =
-            sum > 0.f ? (row_max[hf] * scale_log2 + fast_log2(sum)) * kLn2 : -INFINITY;
-    }
-  }
+  sm90_stage_output<Math, Element>(o, row_sum, row_max, scale_log2, stage, smem.query_pos,
+                                   lse_rows, warp, lane);
   named_barrier_sync(Traits::kEpilogueBarrier, kConsumers);
-  uint16_t* out_rows = static_cast<uint16_t*>(p.out) + b * p.out_stride_b + h * p.out_stride_h;
-  {
-    constexpr int kPass = Math::kRowsPerPass;
-    const int chunk = ctid % Math::kChunksPerRow;
-    const int row0 = ctid / Math::kChunksPerRow;
-#pragma unroll
-    for (int i = 0; i < Traits::kBlockQ / kPass; ++i) {
-      const int row = row0 + i * kPass;
-      const int pos = smem.query_pos[row];
-      if (pos >= 0)
-        *reinterpret_cast<uint4*>(out_rows + pos * p.out_stride_s + chunk * 8) =
-            *reinterpret_cast<const uint4*>(
-                stage + swizzled_chunk_offset(Traits::kBlockQ, row, chunk));
-    }
-  }
+  sm90_scatter_output<Math>(stage, smem.query_pos,
+                            static_cast<uint16_t*>(p.out) + b * p.out_stride_b + h * p.out_stride_h,
+                            p.out_stride_s, ctid);
 #else
   // Built without sm_90a features: the host never launches this (sm90_kernel_available).
   __trap();

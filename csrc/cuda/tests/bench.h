@@ -102,7 +102,7 @@ inline Launcher sm90_launcher() {
 }
 
 inline int run_bench() {
-  constexpr int64_t kHeads = 28, kKvHeads = 4, kDim = 128, kBlockQ = 128;
+  constexpr int64_t kHeads = 28, kKvHeads = 4, kBlockQ = 128;
   struct Variant {
     const char* name;
     Launcher launch;
@@ -127,12 +127,15 @@ inline int run_bench() {
   HARNESS_CUDA_CHECK(cudaGetDevice(&device));
   HARNESS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-  std::printf("B=1 Hq=%lld Hkv=%lld D=%lld bf16 block_q=%lld, full density, median of 20\n",
-              (long long)kHeads, (long long)kKvHeads, (long long)kDim, (long long)kBlockQ);
+  std::printf("B=1 Hq=%lld Hkv=%lld bf16 block_q=%lld, full density, median of 20\n",
+              (long long)kHeads, (long long)kKvHeads, (long long)kBlockQ);
 
+  // D = 128: every variant; D = 64: the entry point only (the direct launchers are D = 128's).
+  for (const int64_t kDim : {128, 64})
   for (const int64_t seq : {16384, 32768}) {
     for (const bool causal : {true, false}) {
       if (!causal && seq != 16384) continue;
+      if (kDim == 64 && (seq != 32768 || !causal)) continue;
       const TensorLayout q_layout = TensorLayout::make(1, kHeads, seq, kDim, true);
       const TensorLayout kv_layout = TensorLayout::make(1, kKvHeads, seq, kDim, true);
       DeviceBuffer<uint16_t> q, k, v, out;
@@ -183,9 +186,11 @@ inline int run_bench() {
       p.index.kv_range_count = d_counts.get();
 
       const double flops = (causal ? 2.0 : 4.0) * seq * seq * kDim * kHeads;
-      std::printf("S=%-6lld %-10s entry point runs: %s\n", (long long)seq,
-                  causal ? "causal" : "non-causal", mmi_sparse_attention_cuda_kernel_name(&p));
+      std::printf("S=%-6lld %-10s D=%lld entry point runs: %s\n", (long long)seq,
+                  causal ? "causal" : "non-causal", (long long)kDim,
+                  mmi_sparse_attention_cuda_kernel_name(&p));
       for (const Variant& variant : variants) {
+        if (kDim != 128 && &variant != &variants[0]) continue;
         const cudaError_t launched = variant.launch(p);
         if (launched != cudaSuccess) {
           (void)cudaGetLastError();
@@ -194,8 +199,9 @@ inline int run_bench() {
         }
         const double ms = median_ms([&] { variant.launch(p); }, 3, 20);
         HARNESS_CUDA_CHECK(cudaGetLastError());
-        std::printf("S=%-6lld %-10s %-40s %9.3f ms %7.1f TFLOP/s\n", (long long)seq,
-                    causal ? "causal" : "non-causal", variant.name, ms, flops / (ms * 1e-3) / 1e12);
+        std::printf("S=%-6lld %-10s D=%-3lld %-40s %9.3f ms %7.1f TFLOP/s\n", (long long)seq,
+                    causal ? "causal" : "non-causal", (long long)kDim, variant.name, ms,
+                    flops / (ms * 1e-3) / 1e12);
       }
     }
   }

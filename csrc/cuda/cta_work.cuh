@@ -1,0 +1,65 @@
+// What one CTA of the attention forwards (mma.sync, sm90, sm90 warp-specialised) works on, and the
+// per-CTA set-up they share: the (batch, head, query block) of the CTA, the original positions of
+// its query rows, and the softmax scale in the exp2 domain.
+#pragma once
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+
+#include "mmi_attention.h"
+
+namespace mmi_cuda {
+
+struct CtaWork {
+  int b, h, qb;  // batch, query head, query block
+  int kv_h;      // kv head of h (GQA)
+};
+
+#if defined(__CUDACC__)
+
+// CTA -> (b, h, query block). Query blocks are launched last-first (in causal patterns the later
+// blocks have the most keys, so the long CTAs start early), all heads of a block together (GQA
+// heads sharing K/V run side by side).
+__device__ __forceinline__ CtaWork cta_work(const mmi_attention_problem& p) {
+  const int q_heads = static_cast<int>(p.q_heads);
+  const int heads_total = static_cast<int>(p.batch) * q_heads;
+  const int wave = blockIdx.x / heads_total;
+  const int bh = blockIdx.x - wave * heads_total;
+  CtaWork w;
+  w.qb = static_cast<int>(p.index.num_q_blocks) - 1 - wave;
+  w.b = bh / q_heads;
+  w.h = bh - w.b * q_heads;
+  w.kv_h = w.h / (q_heads / static_cast<int>(p.kv_heads));
+  return w;
+}
+
+// query_pos[r] = original position of query slot qb * block_q + r (r < block_q), or -1 past the
+// sequence end or for a q_perm entry outside [0, seq_q). Threads tid = 0 .. threads - 1.
+__device__ __forceinline__ void load_query_positions(const mmi_attention_problem& p,
+                                                     const CtaWork& w, int block_q,
+                                                     int* query_pos, int tid, int threads) {
+  const int seq_q = static_cast<int>(p.seq_q);
+  const int32_t* q_perm = p.index.q_perm;
+  if (q_perm != nullptr) q_perm += w.b * p.index.q_perm_stride_b + w.h * p.index.q_perm_stride_h;
+  for (int r = tid; r < block_q; r += threads) {
+    const int slot = w.qb * block_q + r;
+    int pos = -1;
+    if (slot < seq_q) {
+      pos = q_perm != nullptr ? __ldg(q_perm + slot) : slot;
+      if (static_cast<unsigned>(pos) >= static_cast<unsigned>(seq_q)) pos = -1;
+    }
+    query_pos[r] = pos;
+  }
+}
+
+// exp2 runs on q.k * scale_log2 with a positive scale_log2: a negative scale is folded into q
+// (sign flip, exact) and a zero scale becomes the smallest normal one (same weights).
+__device__ __forceinline__ float positive_scale_log2(float scale) {
+  const float scale_log2 = fabsf(scale) * 1.4426950408889634f;
+  return scale_log2 >= FLT_MIN ? scale_log2 : FLT_MIN;
+}
+
+#endif  // __CUDACC__
+
+}  // namespace mmi_cuda
