@@ -14,6 +14,8 @@ from .ops import (
 from .sparse_index import SparseIndex
 from .patterns import AShape, Auto, Dense, Grid, HeadConfig, QBoundary, TwoDBoundary, VerticalSlash
 from .attention import HeadChoice, sparse_attention_for_layout
+from .config import load_config, save_config
+from .integration import patch, unpatch
 
 __version__ = "0.1.0"
 
@@ -27,7 +29,11 @@ __all__ = [
     "QBoundary",
     "TwoDBoundary",
     "VerticalSlash",
+    "load_config",
+    "save_config",
     "sparse_attention_for_layout",
+    "patch",
+    "unpatch",
     "Modality",
     "ModalityLayout",
     "PairKind",

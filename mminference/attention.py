@@ -105,8 +105,7 @@ def _detect_grid(scores: _Scores, layout: Optional[ModalityLayout], modality: Op
     strides = candidate_strides(grid, tpf, span[1])
     if not strides:
         raise ValueError(f"strides: no candidate stride leaves 2 or more lines in the {span[1]} gridded tokens")
-    stride, phase = estimate.grid_from_scores(mass, span, strides)
-    return stride, phase, estimate.grid_lift(mass, span, stride, phase)
+    return estimate.detect_grid(mass, span, strides)  # one fused op, no host sync on CUDA
 
 
 def _single_span(layout: Optional[ModalityLayout], modality: Optional[Modality], seq: int) -> tuple[int, int]:

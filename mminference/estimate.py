@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from . import ops
+
 
 def vertical_slash_from_scores(vertical_score: torch.Tensor, slash_score: torch.Tensor, num_vertical: int,
                                num_slash: int, force_sink: int = 30,
@@ -30,9 +32,22 @@ def vertical_slash_from_scores(vertical_score: torch.Tensor, slash_score: torch.
     return vertical.to(torch.int32), slash.to(torch.int32)
 
 
-def _robust_line_mass(lines: torch.Tensor, dim: int) -> torch.Tensor:
-    """Median over `dim`: one recent, locally boosted line (or a few) cannot move it."""
-    return lines.median(dim=dim).values
+def _usable_strides(candidate_strides: Sequence[int], n: int) -> list[int]:
+    """Distinct candidates leaving at least 2 lines in a span of n keys, ascending."""
+    usable = sorted({int(s) for s in candidate_strides if 1 <= s <= n // 2})
+    if not usable:
+        raise ValueError(f"no candidate stride leaves 2 or more lines in a span of {n} tokens")
+    return usable
+
+
+def detect_grid(vertical_score: torch.Tensor, span: tuple[int, int], candidate_strides: Sequence[int],
+                tolerance: float = 0.5,
+                max_lines: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`grid_from_scores` and the chosen grid's `grid_lift` in one op (`ops.detect_grid`; on CUDA no
+    host sync). Returns int32 `stride (B, H)`, int32 `phase (B, H)` and float32 `lift (B, H)`."""
+    start, end = span
+    return ops.detect_grid(vertical_score.float(), (start, end), _usable_strides(candidate_strides, end - start),
+                           tolerance=tolerance, max_lines=max_lines)
 
 
 def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candidate_strides: Sequence[int],
@@ -48,49 +63,22 @@ def grid_from_scores(vertical_score: torch.Tensor, span: tuple[int, int], candid
     best lift wins; candidates with fewer than 2 lines in the span are ignored. Only the last
     `max_lines` periods of the span are scored (the most recent frames are what the estimating
     queries see best; it bounds the work at any length). Returns int32 `stride (B, H)` and
-    `phase (B, H)`."""
-    start, end = span
-    column_mass = vertical_score[..., start:end]  # (B, H, n)
-    n = end - start
-    candidate_strides = [s for s in candidate_strides if 1 <= s <= n // 2]  # at least 2 lines each
-    if not candidate_strides:
-        raise ValueError(f"no candidate stride leaves 2 or more lines in a span of {n} tokens")
-    lifts, phases = [], []
-    for s in candidate_strides:
-        lines = n // s
-        first = max(0, lines - max_lines) * s  # a whole number of periods: phases stay span-relative
-        window = column_mass[..., first: lines * s]  # (B, H, used lines * s)
-        folded = _robust_line_mass(window.reshape(*window.shape[:2], -1, s), dim=2)
-        best, phase = folded.max(dim=-1)
-        mean_mass = window.mean(-1)
-        lifts.append(best / mean_mass.clamp_min(1e-30))
-        phases.append(phase)
-    lift = torch.stack(lifts, dim=-1)  # (B, H, candidates)
-    ok = lift >= tolerance * lift.max(dim=-1, keepdim=True).values
-    strides = torch.tensor(list(candidate_strides), device=vertical_score.device)
-    choice = torch.where(ok, strides, torch.iinfo(torch.int64).max).argmin(dim=-1)
-    stride = strides[choice]
-    phase = torch.gather(torch.stack(phases, dim=-1), -1, choice[..., None]).squeeze(-1)
-    return stride.to(torch.int32), phase.to(torch.int32)
+    `phase (B, H)`.
+
+    One fused op (`ops.detect_grid`, rules in csrc/core/mmi_grid_detect.h); scores are used as
+    float32."""
+    stride, phase, _ = detect_grid(vertical_score, span, candidate_strides, tolerance, max_lines)
+    return stride, phase
 
 
 def grid_lift(vertical_score: torch.Tensor, span: tuple[int, int], stride: torch.Tensor,
               phase: torch.Tensor) -> torch.Tensor:
-    """The lift of a detected grid: median mass of its lines in `span` (as in `grid_from_scores`)
+    """The lift of a detected grid: median mass of its lines in `span` (all n // stride of them)
     over the span's mean mass
     per key (the score `grid_from_scores` maximises; about 1 without periodic structure).
 
     Args: vertical_score float `(B, H, Sk)`; stride, phase int `(B, H)` (phase relative to span[0]).
-    Returns float32 `(B, H)`."""
-    start, end = span
-    column_mass = vertical_score[..., start:end].float()
-    n = end - start
-    mean_mass = column_mass.sum(-1) / n
-    lift = torch.zeros(stride.shape, dtype=torch.float32, device=vertical_score.device)
-    for b in range(stride.shape[0]):
-        for h in range(stride.shape[1]):
-            s, p = int(stride[b, h]), int(phase[b, h])
-            lines = column_mass[b, h, p::s]
-            lines = lines[: n // s] if n // s >= 1 else lines
-            lift[b, h] = _robust_line_mass(lines, dim=0) / mean_mass[b, h].clamp_min(1e-30)
-    return lift
+    Returns float32 `(B, H)` (`ops.grid_lift`; `detect_grid` returns it for the detected grid)."""
+    device = vertical_score.device
+    return ops.grid_lift(vertical_score.float(), span, stride.to(device=device, dtype=torch.int32),
+                         phase.to(device=device, dtype=torch.int32))

@@ -336,3 +336,115 @@ def _build_boundary_index_fake(modality, grid_stride, grid_phase, pair_pattern, 
     return (new(batch, heads, seq), new(batch, heads, seq), new(batch, heads, nqb, max_ranges, 2),
             new(batch, heads, nqb), new(batch, heads, nqb, max_columns), new(batch, heads, nqb),
             new(batch, heads, 2 * num_modalities + 1))
+
+
+def detect_grid(
+    vertical_score: torch.Tensor, span: tuple[int, int], candidate_strides: Sequence[int], *,
+    tolerance: float = 0.5, max_lines: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head stride and phase of the strongest periodic key-column pattern in `span`, in one op
+    (rules: csrc/core/mmi_grid_detect.h; on CUDA a few kernel launches and no host sync).
+
+    For each candidate s the last `max_lines` whole periods of the span are folded into
+    (lines, s); a phase scores the lower median of its lines, the candidate its best phase over the
+    window's mean mass (its lift); the smallest stride whose lift is >= tolerance x the best wins.
+
+    Args:
+        vertical_score: float32 `(B, H, Sk)` per-key column mass (`estimate_vertical_slash_scores`).
+        span: `(start, end)` with 0 <= start < end <= Sk: the keys searched (n = end - start).
+        candidate_strides: each >= 1, any order; those above n // 2 (fewer than 2 lines) are
+            skipped, and at least one must remain.
+        tolerance: in (0, 1]. max_lines: >= 1.
+    Returns:
+        int32 `stride (B, H)`, int32 `phase (B, H)` (relative to span[0]) and float32 `lift (B, H)`:
+        the chosen grid's lift over the whole span, exactly `grid_lift(vertical_score, span, stride,
+        phase)`.
+    """
+    start, end = span
+    return _ops.detect_grid(vertical_score, int(start), int(end), [int(s) for s in candidate_strides],
+                            float(tolerance), int(max_lines))
+
+
+@torch.library.register_fake("mminference::detect_grid")
+def _detect_grid_fake(vertical_score, span_start, span_end, candidate_strides, tolerance, max_lines):
+    torch._check_type(vertical_score.dtype == torch.float32,
+                      lambda: f"vertical_score: dtype must be float32, got {vertical_score.dtype}")
+    torch._check_value(vertical_score.dim() == 3, lambda: "vertical_score: expected 3 dims (batch, heads, seq_k)")
+    torch._check_value(0 <= span_start, lambda: f"span_start must be >= 0, got {span_start}")
+    torch._check_value(span_start < span_end, lambda: "span [span_start, span_end) must be non-empty")
+    torch._check_value(span_end <= vertical_score.shape[2], lambda: "span_end must be <= seq_k")
+    torch._check_value(0 < tolerance <= 1, lambda: f"tolerance must be in (0, 1], got {tolerance}")
+    torch._check_value(max_lines >= 1, lambda: f"max_lines must be >= 1, got {max_lines}")
+    torch._check_value(all(s >= 1 for s in candidate_strides), lambda: "candidate_strides: each must be >= 1")
+    torch._check_value(any(s <= (span_end - span_start) // 2 for s in candidate_strides),
+                       lambda: "candidate_strides: no candidate stride leaves 2 or more lines in the span")
+    batch, heads = vertical_score.shape[:2]
+    return (vertical_score.new_empty((batch, heads), dtype=torch.int32),
+            vertical_score.new_empty((batch, heads), dtype=torch.int32),
+            vertical_score.new_empty((batch, heads)))
+
+
+def grid_lift(vertical_score: torch.Tensor, span: tuple[int, int], stride: torch.Tensor,
+              phase: torch.Tensor) -> torch.Tensor:
+    """Lift of given per-head grids: the lower median of the line masses
+    vertical_score[..., start + phase + l * stride] (l < n // stride, n = end - start) over the
+    span's mean mass per key (about 1 without periodic structure; csrc/core/mmi_grid_detect.h).
+
+    Args:
+        vertical_score: float32 `(B, H, Sk)`; span: `(start, end)`, 0 <= start < end <= Sk.
+        stride, phase: int32 `(B, H)` on vertical_score's device, 1 <= stride <= n,
+            0 <= phase < stride (on CUDA checked on the device, read back with one small copy).
+    Returns:
+        float32 `(B, H)`.
+    """
+    start, end = span
+    return _ops.grid_lift(vertical_score, int(start), int(end), stride, phase)
+
+
+@torch.library.register_fake("mminference::grid_lift")
+def _grid_lift_fake(vertical_score, span_start, span_end, stride, phase):
+    torch._check_type(vertical_score.dtype == torch.float32,
+                      lambda: f"vertical_score: dtype must be float32, got {vertical_score.dtype}")
+    torch._check_value(vertical_score.dim() == 3, lambda: "vertical_score: expected 3 dims (batch, heads, seq_k)")
+    torch._check_value(0 <= span_start, lambda: f"span_start must be >= 0, got {span_start}")
+    torch._check_value(span_start < span_end, lambda: "span [span_start, span_end) must be non-empty")
+    torch._check_value(span_end <= vertical_score.shape[2], lambda: "span_end must be <= seq_k")
+    for name, t in (("stride", stride), ("phase", phase)):
+        torch._check_type(t.dtype == torch.int32, lambda: f"{name}: dtype must be int32, got {t.dtype}")
+        torch._check_value(t.device == vertical_score.device, lambda: f"{name}: expected vertical_score's device")
+        torch._check_value(t.dim() == 2 and t.shape == vertical_score.shape[:2],
+                           lambda: f"{name}: shape must be vertical_score's (batch, heads)")
+    return vertical_score.new_empty(vertical_score.shape[:2])
+
+
+def search_score(
+    probs: torch.Tensor, row_pos: torch.Tensor, modality: torch.Tensor, index: SparseIndex, *,
+    value: Optional[torch.Tensor] = None, num_modalities: int = 3, block_k: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores one candidate index against sampled attention rows (the pattern search's statistics;
+    semantics in csrc/core/mmi_search.h). Prefill only (Sq = Sk = S); batch element 0 of the index.
+
+    Args:
+        probs: float32 `(H, R, S)` causal attention probabilities of R sampled query rows per head.
+        row_pos: int32 `(R,)` the rows' query positions.
+        modality: int32 `(S,)` modality id of every position, in [0, num_modalities).
+        index: the candidate's `SparseIndex`, leading dims `(1, H|1)`.
+        value: optional float32 `(Hkv, S, D)` values (GQA: H a multiple of Hkv).
+        block_k: the kernel's key tile width for the tile count.
+    Returns:
+        `kept_mass` float32 `(H, R, num_modalities)`: kept probability per key modality;
+        `kept_out` float32 `(H, R, D)` (D = 0 without value): sum of kept p * v (unnormalised);
+        `block_tiles` int32 `(H, NQB)`: key tiles the kernel visits per query block.
+    """
+    return _ops.search_score(probs, row_pos, modality, value, index.kv_ranges, index.kv_range_count,
+                             index.kv_columns, index.kv_column_count, index.q_perm, index.k_perm,
+                             index.block_q, block_k, num_modalities)
+
+
+@torch.library.register_fake("mminference::search_score")
+def _search_score_fake(probs, row_pos, modality, value, kv_ranges, kv_range_count, kv_columns,
+                       kv_column_count, q_perm, k_perm, block_q, block_k, num_modalities):
+    heads, rows, seq = probs.shape
+    dim = value.shape[-1] if value is not None else 0
+    return (probs.new_empty((heads, rows, num_modalities)), probs.new_empty((heads, rows, dim)),
+            probs.new_empty((heads, num_q_blocks(seq, block_q)), dtype=torch.int32))

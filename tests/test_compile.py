@@ -41,7 +41,21 @@ OP_SAMPLES = {
         torch.tensor([[[[0, 5, -1], [0, 7, 30], [1, -1, -1]]]], dtype=torch.int32),
         torch.tensor([[[[0, 3], [0, 9], [0, -1]]]], dtype=torch.int32),
         3, 16, 8, 6, 4),
+    "detect_grid": lambda: (torch.rand(2, 3, 300), 20, 290, [5, 9, 30, 2, 500], 0.5, 8),
+    "grid_lift": lambda: (torch.rand(2, 3, 300), 20, 290, torch.tensor([[5, 9, 30], [1, 2, 270]], dtype=torch.int32),
+                          torch.tensor([[4, 0, 29], [0, 1, 0]], dtype=torch.int32)),
+    "search_score": lambda: _search_score_args(),
 }
+
+
+def _search_score_args():
+    _, _, _, index = _attention_sample()  # grid index with permutations, 4 heads, S = 150
+    probs = torch.softmax(torch.randn(4, 6, 150), -1)
+    row_pos = torch.tensor([0, 17, 64, 99, 140, 149], dtype=torch.int32)
+    modality = torch.tensor([0] * 30 + [2] * 100 + [0] * 20, dtype=torch.int32)
+    value = torch.randn(2, 150, 16)
+    return (probs, row_pos, modality, value, index.kv_ranges, index.kv_range_count, index.kv_columns,
+            index.kv_column_count, index.q_perm, index.k_perm, index.block_q, 32, 3)
 
 
 def test_every_op_in_the_schema_has_a_sample():

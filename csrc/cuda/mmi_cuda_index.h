@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "mmi_estimate.h"
+#include "mmi_grid_detect.h"
 #include "mmi_index_builders.h"
 #include "mmi_status.h"
 
@@ -79,6 +80,28 @@ size_t mmi_estimate_cuda_workspace_bytes(const mmi_estimate_problem *problem);
  * seq_k <= 2^31 - 257; q may have any strides. Compute capability 8.0 or newer. */
 int mmi_estimate_vertical_slash_scores_cuda(const mmi_estimate_problem *problem, void *workspace,
                                             size_t workspace_bytes, void *stream, mmi_error *err);
+
+/* Device workspace bytes mmi_detect_grid_cuda needs: 16 per usable candidate plus 16 per
+ * (b, h, chunk of 128 phases of every usable candidate). 0 when the problem fails
+ * mmi_detect_grid_check. */
+size_t mmi_detect_grid_cuda_workspace_bytes(const mmi_grid_detect_problem *problem);
+
+/* mmi_detect_grid on the GPU, same outputs (stride, phase, lift [B, H] device buffers). The
+ * scores are device memory; candidate_strides stays in host memory (read at launch, passed to the
+ * kernels by value). Two or more launches, no host synchronisation; `workspace` is a 16-byte
+ * aligned device buffer of at least mmi_detect_grid_cuda_workspace_bytes. Needs B * H < 2^31. */
+int mmi_detect_grid_cuda(const mmi_grid_detect_problem *problem, int32_t *stride, int32_t *phase,
+                         float *lift, void *workspace, size_t workspace_bytes, void *stream,
+                         mmi_error *err);
+
+/* mmi_grid_lift on the GPU (stride, phase, lift [B, H] device buffers). Bad (stride, phase)
+ * entries are reported through the device `check` (their lift is NaN). */
+int mmi_grid_lift_cuda(const mmi_grid_scores *scores, const int32_t *stride, const int32_t *phase,
+                       float *lift, mmi_device_check *check, void *stream, mmi_error *err);
+
+/* mmi_grid_lift's error for a host copy of the grid-lift check (MMI_OK when it passed). */
+int mmi_grid_lift_check_result(const mmi_device_check *check, int64_t heads,
+                               const mmi_grid_scores *scores, mmi_error *err);
 
 #ifdef __cplusplus
 }

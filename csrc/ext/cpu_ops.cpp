@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "tensor_checks.h"
 
@@ -222,6 +223,42 @@ build_boundary_index_cpu(const at::Tensor& modality, const at::Tensor& grid_stri
   return {q_perm, k_perm, ranges, range_count, columns, column_count, offsets};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> detect_grid_cpu(const at::Tensor& vertical_score,
+                                                               int64_t span_start,
+                                                               int64_t span_end,
+                                                               at::IntArrayRef candidate_strides,
+                                                               double tolerance,
+                                                               int64_t max_lines) {
+  at::Tensor scores;
+  std::vector<int32_t> strides;
+  const mmi_grid_detect_problem problem = make_grid_detect_problem(
+      vertical_score, span_start, span_end, candidate_strides, tolerance, max_lines, scores,
+      strides);
+  const int64_t batch = scores.size(0), heads = scores.size(1);
+  at::Tensor stride = at::empty({batch, heads}, int32_cpu());
+  at::Tensor phase = at::empty({batch, heads}, int32_cpu());
+  at::Tensor lift = at::empty({batch, heads}, scores.options());
+  mmi_error err;
+  raise_on_error(mmi_detect_grid(&problem, stride.data_ptr<int32_t>(), phase.data_ptr<int32_t>(),
+                                 lift.data_ptr<float>(), at::get_num_threads(), &err),
+                 err);
+  return {stride, phase, lift};
+}
+
+at::Tensor grid_lift_cpu(const at::Tensor& vertical_score, int64_t span_start, int64_t span_end,
+                         const at::Tensor& stride, const at::Tensor& phase) {
+  at::Tensor scores;
+  const mmi_grid_scores view = make_grid_scores(vertical_score, span_start, span_end, scores);
+  check_grid_lift_parameters(scores, stride, phase);
+  const at::Tensor st = stride.contiguous(), ph = phase.contiguous();
+  at::Tensor lift = at::empty({scores.size(0), scores.size(1)}, scores.options());
+  mmi_error err;
+  raise_on_error(mmi_grid_lift(&view, st.data_ptr<int32_t>(), ph.data_ptr<int32_t>(),
+                               lift.data_ptr<float>(), at::get_num_threads(), &err),
+                 err);
+  return lift;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mminference, CPU, m) {
@@ -231,6 +268,8 @@ TORCH_LIBRARY_IMPL(mminference, CPU, m) {
   m.impl("estimate_vertical_slash_scores", &estimate_vertical_slash_scores_cpu);
   m.impl("build_modality_permutation", &build_modality_permutation_cpu);
   m.impl("build_boundary_index", &build_boundary_index_cpu);
+  m.impl("detect_grid", &detect_grid_cpu);
+  m.impl("grid_lift", &grid_lift_cpu);
 }
 
 // No tensor arguments, so no backend key: the composite kernel always builds on the CPU.

@@ -31,4 +31,17 @@ TORCH_LIBRARY(mminference, m) {
       "int block_k, int max_ranges, int max_columns) -> (Tensor q_perm, Tensor k_perm, "
       "Tensor kv_ranges, Tensor kv_range_count, Tensor kv_columns, Tensor kv_column_count, "
       "Tensor class_offsets)");
+  // Grid stride / phase detection and grid lift (csrc/core/mmi_grid_detect.h).
+  m.def(
+      "detect_grid(Tensor vertical_score, int span_start, int span_end, int[] candidate_strides, "
+      "float tolerance, int max_lines) -> (Tensor stride, Tensor phase, Tensor lift)");
+  m.def(
+      "grid_lift(Tensor vertical_score, int span_start, int span_end, Tensor stride, "
+      "Tensor phase) -> Tensor lift");
+  // Pattern search scoring (csrc/core/mmi_search.h).
+  m.def(
+      "search_score(Tensor probs, Tensor row_pos, Tensor modality, Tensor? value, "
+      "Tensor kv_ranges, Tensor kv_range_count, Tensor kv_columns, Tensor kv_column_count, "
+      "Tensor? q_perm, Tensor? k_perm, int block_q, int block_k, int num_modalities) "
+      "-> (Tensor kept_mass, Tensor kept_out, Tensor block_tiles)");
 }

@@ -225,6 +225,63 @@ void check_grid_parameters(const at::Tensor& stride, const at::Tensor& phase) {
                     " differs from stride's ", stride.device());
 }
 
+mmi_grid_scores make_grid_scores(const at::Tensor& vertical_score, int64_t span_start,
+                                 int64_t span_end, at::Tensor& holder) {
+  TORCH_CHECK_TYPE(vertical_score.scalar_type() == at::kFloat,
+                   "vertical_score: dtype must be float32, got ", vertical_score.scalar_type());
+  TORCH_CHECK_VALUE(vertical_score.dim() == 3,
+                    "vertical_score: expected 3 dims (batch, heads, seq_k), got shape ",
+                    vertical_score.sizes());
+  holder = vertical_score.stride(2) == 1 ? vertical_score : vertical_score.contiguous();
+  mmi_grid_scores s{};
+  s.batch = holder.size(0);
+  s.heads = holder.size(1);
+  s.seq_k = holder.size(2);
+  s.vertical_score = holder.numel() > 0 ? holder.data_ptr<float>() : nullptr;
+  s.score_stride_b = holder.stride(0);
+  s.score_stride_h = holder.stride(1);
+  s.span_start = span_start;
+  s.span_end = span_end;
+  mmi_error err;
+  raise_on_error(mmi_grid_scores_check(&s, &err), err);
+  return s;
+}
+
+mmi_grid_detect_problem make_grid_detect_problem(const at::Tensor& vertical_score,
+                                                 int64_t span_start, int64_t span_end,
+                                                 at::IntArrayRef candidate_strides,
+                                                 double tolerance, int64_t max_lines,
+                                                 at::Tensor& score_holder,
+                                                 std::vector<int32_t>& strides_holder) {
+  mmi_grid_detect_problem p{};
+  p.scores = make_grid_scores(vertical_score, span_start, span_end, score_holder);
+  strides_holder.clear();
+  for (size_t i = 0; i < candidate_strides.size(); ++i) {
+    const int64_t s = candidate_strides[i];
+    TORCH_CHECK_VALUE(s >= 1 && s <= INT32_MAX, "candidate_strides[", i, "] = ", s,
+                      " must be in [1, 2^31)");
+    strides_holder.push_back(static_cast<int32_t>(s));
+  }
+  p.candidate_strides = strides_holder.data();
+  p.num_candidates = static_cast<int64_t>(strides_holder.size());
+  p.tolerance = static_cast<float>(tolerance);
+  p.max_lines = max_lines;
+  mmi_error err;
+  raise_on_error(mmi_detect_grid_check(&p, &err), err);
+  return p;
+}
+
+void check_grid_lift_parameters(const at::Tensor& vertical_score, const at::Tensor& stride,
+                                const at::Tensor& phase) {
+  check_grid_parameters(stride, phase);
+  TORCH_CHECK_VALUE(stride.device() == vertical_score.device(), "stride: device ",
+                    stride.device(), " differs from vertical_score's ", vertical_score.device());
+  TORCH_CHECK_VALUE(vertical_score.dim() == 3 && stride.size(0) == vertical_score.size(0) &&
+                        stride.size(1) == vertical_score.size(1),
+                    "stride: shape ", stride.sizes(), " must be vertical_score's (batch, heads), ",
+                    "got vertical_score shape ", vertical_score.sizes());
+}
+
 std::pair<at::Tensor, at::Tensor> empty_attention_outputs(const at::Tensor& q) {
   TORCH_CHECK_VALUE(q.dim() == 4, "q: expected 4 dims (batch, heads, seq, head_dim), got shape ",
                     q.sizes());

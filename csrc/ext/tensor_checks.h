@@ -4,7 +4,10 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 #include "mmi.h"
+#include "mmi_grid_detect.h"
 
 namespace mminference {
 
@@ -40,6 +43,24 @@ void check_vertical_slash_lists(const at::Tensor& vertical, const at::Tensor& sl
 
 // stride/phase of build_grid_index: int32, equal (B, H) shapes, one device.
 void check_grid_parameters(const at::Tensor& stride, const at::Tensor& phase);
+
+// vertical_score of detect_grid / grid_lift: float32 (B, H, Sk); a last dim that is not contiguous
+// is copied into `holder`. Returns the scores view of the span (checked by the C core).
+mmi_grid_scores make_grid_scores(const at::Tensor& vertical_score, int64_t span_start,
+                                 int64_t span_end, at::Tensor& holder);
+
+// detect_grid's problem over make_grid_scores; the candidate list is converted to int32 in
+// `strides_holder` (host memory). Checked by the C core (mmi_detect_grid_check).
+mmi_grid_detect_problem make_grid_detect_problem(const at::Tensor& vertical_score,
+                                                 int64_t span_start, int64_t span_end,
+                                                 at::IntArrayRef candidate_strides,
+                                                 double tolerance, int64_t max_lines,
+                                                 at::Tensor& score_holder,
+                                                 std::vector<int32_t>& strides_holder);
+
+// stride/phase of grid_lift: check_grid_parameters, shape (B, H) of vertical_score, its device.
+void check_grid_lift_parameters(const at::Tensor& vertical_score, const at::Tensor& stride,
+                                const at::Tensor& phase);
 
 // Uninitialised (out, lse) of sparse_attention for q: out as empty_attention_output, lse float32
 // [B, Hq, Sq].

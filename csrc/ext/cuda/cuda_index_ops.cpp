@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "../tensor_checks.h"
 #include "mmi_cuda_index.h"
@@ -138,12 +139,61 @@ std::tuple<at::Tensor, at::Tensor> estimate_vertical_slash_scores_cuda(const at:
   return {vertical, slash};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> detect_grid_cuda(const at::Tensor& vertical_score,
+                                                                int64_t span_start,
+                                                                int64_t span_end,
+                                                                at::IntArrayRef candidate_strides,
+                                                                double tolerance,
+                                                                int64_t max_lines) {
+  const c10::cuda::CUDAGuard guard(vertical_score.device());
+  at::Tensor scores;
+  std::vector<int32_t> strides;
+  const mmi_grid_detect_problem problem = make_grid_detect_problem(
+      vertical_score, span_start, span_end, candidate_strides, tolerance, max_lines, scores,
+      strides);
+  const int64_t batch = scores.size(0), heads = scores.size(1);
+  at::Tensor stride = at::empty({batch, heads}, scores.options().dtype(at::kInt));
+  at::Tensor phase = at::empty({batch, heads}, scores.options().dtype(at::kInt));
+  at::Tensor lift = at::empty({batch, heads}, scores.options());
+  const size_t workspace_bytes = mmi_detect_grid_cuda_workspace_bytes(&problem);
+  const at::Tensor workspace =
+      at::empty({static_cast<int64_t>(workspace_bytes)}, scores.options().dtype(at::kByte));
+  mmi_error err;
+  raise_on_error(mmi_detect_grid_cuda(&problem, stride.data_ptr<int32_t>(),
+                                      phase.data_ptr<int32_t>(), lift.data_ptr<float>(),
+                                      workspace.data_ptr(), workspace_bytes,
+                                      at::cuda::getCurrentCUDAStream().stream(), &err),
+                 err);
+  return {stride, phase, lift};
+}
+
+at::Tensor grid_lift_cuda(const at::Tensor& vertical_score, int64_t span_start, int64_t span_end,
+                          const at::Tensor& stride, const at::Tensor& phase) {
+  const c10::cuda::CUDAGuard guard(vertical_score.device());
+  at::Tensor scores;
+  const mmi_grid_scores view = make_grid_scores(vertical_score, span_start, span_end, scores);
+  check_grid_lift_parameters(scores, stride, phase);
+  const at::Tensor st = stride.contiguous(), ph = phase.contiguous();
+  at::Tensor lift = at::empty({scores.size(0), scores.size(1)}, scores.options());
+  const at::Tensor check = new_device_check(st);
+  mmi_error err;
+  raise_on_error(mmi_grid_lift_cuda(&view, st.data_ptr<int32_t>(), ph.data_ptr<int32_t>(),
+                                    lift.data_ptr<float>(), device_check_pointer(check),
+                                    at::cuda::getCurrentCUDAStream().stream(), &err),
+                 err);
+  const mmi_device_check verdict = read_device_check(check);
+  raise_on_error(mmi_grid_lift_check_result(&verdict, view.heads, &view, &err), err);
+  return lift;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mminference, CUDA, m) {
   m.impl("build_vertical_slash_index", &build_vertical_slash_index_cuda);
   m.impl("build_grid_index", &build_grid_index_cuda);
   m.impl("estimate_vertical_slash_scores", &estimate_vertical_slash_scores_cuda);
+  m.impl("detect_grid", &detect_grid_cuda);
+  m.impl("grid_lift", &grid_lift_cuda);
 }
 
 }  // namespace mminference
