@@ -73,14 +73,15 @@ struct RowState {
   float out[kMaxDimsPerLane];
 };
 
-// One 32-slot chunk: lane `lane` holds slot `slot` (or none when valid is false).
-__device__ __forceinline__ void add_chunk(const SearchParams& p, const float* prob_row,
-                                          const float* value_head, int pos, bool valid, int slot,
-                                          int lane, RowState& st) {
+// One 32-slot chunk: lane `lane` holds slot `slot` (or none when valid is false); k_perm is the
+// head's key permutation (nullptr: identity).
+__device__ __forceinline__ void add_chunk(const SearchParams& p, const int32_t* k_perm,
+                                          const float* prob_row, const float* value_head, int pos,
+                                          bool valid, int slot, int lane, RowState& st) {
   int key = -1;
   float w = 0.0f;
   if (valid && slot >= 0 && slot < p.seq) {
-    key = p.k_perm != nullptr ? p.k_perm[slot] : slot;
+    key = k_perm != nullptr ? k_perm[slot] : slot;
     if (key >= 0 && key <= pos && key < p.seq) {
       const int m = p.modality[key];
       if (m >= 0 && m < p.num_modalities) {
@@ -132,6 +133,7 @@ __global__ void __launch_bounds__(kThreads) score_rows_kernel(SearchParams p) {
 
   if (slot >= 0) {
     const int qb = slot / p.block_q;
+    const int32_t* k_perm = p.k_perm != nullptr ? p.k_perm + h * p.k_perm_stride_h : nullptr;
     const float* prob_row = p.probs + (static_cast<int64_t>(h) * p.rows + r) * p.seq;
     const float* value_head =
         p.value != nullptr ? p.value + static_cast<int64_t>(h / p.group) * p.seq * p.head_dim : nullptr;
@@ -142,7 +144,7 @@ __global__ void __launch_bounds__(kThreads) score_rows_kernel(SearchParams p) {
       const int start = max(ranges[2 * i], 0), end = min(ranges[2 * i + 1], p.seq);
       for (int base = start; base < end; base += 32, ++chunk)
         if (chunk % kWarps == warp)
-          add_chunk(p, prob_row, value_head, pos, base + lane < end, base + lane, lane, st);
+          add_chunk(p, k_perm, prob_row, value_head, pos, base + lane < end, base + lane, lane, st);
     }
     if (p.max_columns > 0) {
       const int nc = clamp_count(p.column_count[h * p.column_count_stride_h + qb], p.max_columns);
@@ -150,7 +152,8 @@ __global__ void __launch_bounds__(kThreads) score_rows_kernel(SearchParams p) {
       for (int base = 0; base < nc; base += 32, ++chunk)
         if (chunk % kWarps == warp) {
           const bool valid = base + lane < nc;
-          add_chunk(p, prob_row, value_head, pos, valid, valid ? columns[base + lane] : -1, lane, st);
+          add_chunk(p, k_perm, prob_row, value_head, pos, valid, valid ? columns[base + lane] : -1,
+                    lane, st);
         }
     }
   }
