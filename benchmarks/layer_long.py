@@ -19,8 +19,10 @@ import sys
 
 import torch
 
-import mminference as mmi
-from mminference import AShape, Grid, Modality, QBoundary, TwoDBoundary, VerticalSlash
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import mminference as mmi  # noqa: E402
+from mminference import AShape, Grid, Modality, QBoundary, TwoDBoundary, VerticalSlash  # noqa: E402
 
 Q_HEADS, KV_HEADS, HEAD_DIM = 28, 4, 128
 ROWS = COLS = 16
