@@ -16,6 +16,7 @@ from .patterns import AShape, Auto, Dense, Grid, HeadConfig, QBoundary, TwoDBoun
 from .attention import HeadChoice, sparse_attention_for_layout
 from .config import load_config, save_config
 from .integration import patch, unpatch
+from . import distributed  # mminference.distributed: sequence-parallel prefill on torch.distributed
 
 __version__ = "0.1.0"
 
