@@ -140,6 +140,19 @@ def test_patch_arguments_are_checked():
     assert model.config.get_text_config()._attn_implementation == "sdpa"
 
 
+def test_a_failing_repatch_keeps_the_earlier_patch():
+    model = tm.build("qwen2_5_vl")
+    state = mminference.patch(model, SPARSE)
+    with pytest.raises(ValueError, match="3 layers"):
+        mminference.patch(model, HeadConfig([Dense(), Dense(), Dense()]))
+    with pytest.raises(TypeError, match="min_prefil"):
+        mminference.patch(model, min_prefil_tokens=3)
+    assert model._mminference is state and "forward" in model.__dict__
+    assert model.config.get_text_config()._attn_implementation == "mminference_sdpa"
+    mminference.unpatch(model)
+    assert model.config.get_text_config()._attn_implementation == "sdpa"
+
+
 def test_config_none_auto_path_and_repatch(monkeypatch, tmp_path):
     model = tm.build("qwen2_5_vl")
     assert mminference.patch(model).head_config == HeadConfig("auto")
@@ -157,3 +170,21 @@ def test_config_none_auto_path_and_repatch(monkeypatch, tmp_path):
     mminference.unpatch(model)
     assert model.config.get_text_config()._attn_implementation == "sdpa"
     assert "forward" not in model.__dict__
+
+
+def test_masks_other_than_4d_tensors_fall_back_to_dense():
+    """Flash attention's 2-D padding mask and flex attention's BlockMask cannot be checked against a
+    plan: the element runs dense (no AttributeError on a BlockMask)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from mminference.integration.attention_fn import _mask_matches
+    from mminference.integration.context import ElementPlan
+    from mminference.layout import ModalityLayout
+
+    seq = 128
+    plan = ElementPlan(0, seq, ModalityLayout.from_spans(seq, []))
+    causal = torch.ones(seq, seq, dtype=torch.bool).tril()[None, None]
+    assert _mask_matches(causal, 0, plan, seq) and _mask_matches(None, 0, plan, seq)
+    assert not _mask_matches(torch.ones(1, seq, dtype=torch.bool), 0, plan, seq)
+    block_mask = create_block_mask(lambda b, h, q, k: q >= k, 1, None, seq, seq, device="cpu")
+    assert not _mask_matches(block_mask, 0, plan, seq)

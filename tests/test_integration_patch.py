@@ -2,6 +2,8 @@
 equal the unpatched model's, sparse configs run `generate` with a sparse prefill and dense decode, the
 sparse path gets the hand-computed layout, and unpatch restores the model."""
 
+import functools
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ import mminference  # noqa: E402
 from mminference import (AShape, Auto, Dense, Grid, HeadConfig, Modality as M, QBoundary, TwoDBoundary,  # noqa: E402
                          VerticalSlash)
 from mminference import attention as attention_module  # noqa: E402
+from mminference.integration import context, families  # noqa: E402
 from mminference.integration import random_models as tm  # noqa: E402
 
 ITEMS = {  # video + text + image prompts of 500-800 tokens
@@ -115,11 +118,36 @@ def test_unpatch_restores_the_model(family):
     before = [c._attn_implementation for c in configs]
     mminference.patch(model, SPARSE, min_prefill_tokens=1)
     assert model.config.get_text_config()._attn_implementation == "mminference_sdpa"
-    assert "forward" in model.__dict__
+    assert "forward" in model.__dict__ and "generate" in model.__dict__
     mminference.unpatch(model)
     assert [c._attn_implementation for c in configs] == before
-    assert "forward" not in model.__dict__ and getattr(model, "_mminference", None) is None
+    assert "forward" not in model.__dict__ and "generate" not in model.__dict__
+    assert getattr(model, "_mminference", None) is None
     with torch.no_grad():
         assert torch.equal(model(**prompt["inputs"]).logits, reference)
     with pytest.raises(ValueError, match="not patched"):
+        mminference.unpatch(model)
+
+
+
+def test_prefill_without_grids_takes_them_from_the_enclosing_generate(family):
+    """Newer transformers (5.2x) run the vision encoder inside `generate` and leave `*_grid_thw` out of
+    the prefill forward; the patched forward then derives the layout from the grids `generate` was
+    called with, and gets the same plan as from the full inputs."""
+    name, model, prompt, _ = family
+    inputs = prompt["inputs"]
+    grid_keys = [k for k in context.GENERATE_LAYOUT_INPUTS if inputs.get(k) is not None]
+    if not grid_keys:
+        pytest.skip(f"{name} passes no grid inputs")
+    state = mminference.patch(model, SPARSE, min_prefill_tokens=1)
+    try:
+        derive = functools.partial(families.plan_batch, state.family, model.config, state.options)
+        without_grids = {k: v for k, v in inputs.items() if k not in grid_keys}
+        with pytest.raises(ValueError, match="grid rows"):
+            derive(without_grids)
+        with context.generate_inputs(inputs):
+            merged = context.with_generate_inputs(without_grids)
+        assert derive(merged) == derive(inputs)
+        assert context.with_generate_inputs(without_grids) == without_grids  # outside generate: unchanged
+    finally:
         mminference.unpatch(model)

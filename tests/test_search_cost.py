@@ -76,6 +76,12 @@ def test_ladders_are_decreasing_and_families_nested():
             assert big.local >= small.local
     assert candidates.shrink(mmi.AShape(64, 100), 0.5) == mmi.AShape(64, 50)
     assert candidates.shrink(mmi.Grid(local=1), 0.5) is None
+    # At their smallest sizes patterns do not shrink (None, not the same pattern again).
+    assert candidates.shrink(mmi.AShape(64, 1), 0.5) == mmi.AShape(64, 0)
+    assert candidates.shrink(mmi.AShape(64, 0), 0.5) is None
+    assert candidates.shrink(mmi.AShape(0, 1), 0.5) is None
+    assert candidates.shrink(mmi.VerticalSlash(0, 1, 0, 0), 0.5) is None
+    assert candidates.shrink(mmi.Dense(), 0.5) is None
     assert candidates.inner(mmi.Grid(sink=64)).sink == 0
 
 
@@ -126,3 +132,39 @@ def test_cost_model_calibrated_by_timing_the_kernel():
     for tiles, blocks, seconds in samples:
         predicted = model.seconds(torch.tensor(tiles), torch.tensor(blocks)).item()
         assert 0.5 < predicted / seconds < 2.0
+
+
+class _FakeLayer:
+    """What `fit_family` uses of a `LayerContext`, with a cost per head linear in the A-shape's local
+    window: `cost[h] = slope[h] * local`, dense = 1 s."""
+
+    def __init__(self, slopes):
+        self.slopes = torch.tensor(slopes, dtype=torch.float64)
+        self.heads, self.seq, self.dense_seconds = len(slopes), 4096, 1.0
+        self.model = CostModel(block_q=128, block_k=64)
+        self.local = None
+
+    def build(self, pattern, heads):
+        self.local = pattern.local
+        return mmi.SparseIndex.causal(self.seq, self.seq, 128)
+
+    def cost(self, index, count):
+        return self.slopes * self.local
+
+    def score(self, index, heads):
+        return torch.zeros(len(heads), 1, 3, dtype=torch.float64), torch.zeros(len(heads), dtype=torch.float64)
+
+
+def test_fit_family_gives_every_head_its_largest_fitting_size():
+    """Per head the largest ladder size within the budget, also when other heads of the layer do not
+    fit at the ladder's starting size (a plain scan of the ladder is the reference)."""
+    from mminference.search.evaluate import fit_family
+
+    family = candidates.default_families(64, (16,), ())[0]  # A-shape, sink 16, local = size
+    ladder = candidates.ladder(4096, 64, family.kind)
+    budget = 0.25
+    for slopes in ([0.25 / 3000, 1 / 1000], [1 / 1000, 0.25 / 3000, 0.25 / 700], [0.25 / 5000] * 2):
+        got = fit_family(_FakeLayer(slopes), family, budget)
+        for h, slope in enumerate(slopes):
+            want = max(x for x in ladder if slope * x <= budget)
+            assert got[h].pattern.local == want and got[h].cost == pytest.approx(slope * want)

@@ -131,11 +131,41 @@ def test_resume_redoes_only_missing_layers_and_is_deterministic(tmp_path, plante
     run_search(_settings(str(calib)), out, progress=None, loaded=planted_model)
     assert len(calls) == 1  # only layer 1 was searched again
     assert _strip_time(out) == full
+    # The redone layer went on a line of its own (not onto the cut fragment): a second resume
+    # finds both layers and searches nothing.
+    assert sorted(runner.read_partial(partial, _settings(str(calib)))) == [(0, 0), (0, 1)]
+    run_search(_settings(str(calib)), out, progress=None, loaded=planted_model)
+    assert len(calls) == 1 and _strip_time(out) == full
     # Different settings refuse the partial file; --no-resume starts over with the same result.
     with pytest.raises(ValueError, match="partial"):
         run_search(_settings(str(calib), rows_per_modality=16), out, progress=None, loaded=planted_model)
     run_search(_settings(str(calib)), out, progress=None, loaded=planted_model, resume=False)
     assert _strip_time(out) == full
+
+
+def test_capture_takes_a_causal_mask_and_rejects_padding():
+    """A materialised causal mask is no padding (its upper triangle is all False); a padded one is."""
+    import types
+
+    from mminference.search.capture import capture_attention
+
+    seq = 6
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, seq, 8, generator=gen) for _ in range(3))
+    module = types.SimpleNamespace(layer_idx=3, is_causal=True, num_key_value_groups=1, training=False)
+    causal = torch.ones(seq, seq, dtype=torch.bool).tril()[None, None]
+    seen = []
+    with capturing(lambda layer, *tensors: seen.append(layer)):
+        out, _ = capture_attention(module, q, k, v, causal)
+        additive = torch.zeros(1, 1, seq, seq).masked_fill(~causal, torch.finfo(torch.float32).min)
+        capture_attention(module, q, k, v, additive)
+        padded = causal.clone()
+        padded[..., :2] = False  # two left-padding keys
+        with pytest.raises(ValueError, match="padding mask"):
+            capture_attention(module, q, k, v, padded)
+    assert seen == [3, 3]
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, want.transpose(1, 2))
 
 
 def test_layout_from_qwen_inputs():
@@ -146,6 +176,14 @@ def test_layout_from_qwen_inputs():
     assert layout.tokens_per_frame(layout.segments[1].modality) == 4
     with pytest.raises(ValueError, match="video_grid_thw"):
         layout_from_qwen_inputs(types, torch.tensor([[2, 4, 6]]), torch.tensor([[1, 4, 4]]), merge=2)
+    # Grid rows no run uses are an error, not silently dropped.
+    with pytest.raises(ValueError, match="image_grid_thw: 2 grid rows describe more image tokens"):
+        layout_from_qwen_inputs(types, torch.tensor([[2, 4, 4]]), torch.tensor([[1, 4, 4], [1, 4, 4]]), merge=2)
+    # Qwen3-VL: timestamp text splits a video's frames into runs of one frame each.
+    split = torch.tensor([0, 2, 2, 2, 2, 0, 0, 2, 2, 2, 2, 0])
+    layout = layout_from_qwen_inputs(split, torch.tensor([[2, 4, 4]]), None, merge=2)
+    assert [(s.start, s.end, s.grid.frames) for s in layout.segments if s.modality.name == "VIDEO"] == [
+        (1, 5, 1), (7, 11, 1)]
 
 
 def test_cli_on_the_tiny_model_under_a_minute(tmp_path):

@@ -115,6 +115,11 @@ def test_bad_arguments():
         search_layer(q[0], k, v, plants.layout(), "0.3", OPTIONS)
     with pytest.raises(ValueError, match="boundaries"):
         SearchOptions(boundaries=("q",))
+    with pytest.raises(ValueError, match=r"max_shrinks must be an int >= 0, got -1"):
+        SearchOptions(max_shrinks=-1)
+    with pytest.raises(ValueError, match=r"rows_per_modality must be an int >= 1, got 0"):
+        SearchOptions(rows_per_modality=0)
+    assert SearchOptions(max_shrinks=0).max_shrinks == 0  # no shrinking is allowed
     with pytest.raises(ValueError, match="layout"):
         search_layer(q[:, :, :512], k[:, :, :512], v[:, :, :512], plants.layout(), "0.3", OPTIONS)
 

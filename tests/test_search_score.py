@@ -137,6 +137,20 @@ def test_bad_inputs_raise_errors_naming_the_argument():
         ops.search_score(probs, row_pos, modality, bad)
     with pytest.raises(ValueError, match="block_k"):
         ops.search_score(probs, row_pos, modality, index, block_k=0)
+    # A range may end at seq (the message says so), not past it.
+    ranges = index.kv_ranges.clone()
+    last = index.num_q_blocks - 1
+    ranges[0, 0, last, 0] = torch.tensor([SEQ - 5, SEQ + 1], dtype=torch.int32)
+    count = index.kv_range_count.clone()
+    count[0, 0, last] = 1
+    past = mmi.SparseIndex(index.block_q, ranges, count, index.kv_columns,
+                           torch.zeros_like(index.kv_column_count))
+    with pytest.raises(ValueError, match=rf"kv_ranges\[0, 0, {last}, 0\] = \[{SEQ - 5}, {SEQ + 1}\) is not "
+                                         rf"inside \[0, seq = {SEQ}\]"):
+        ops.search_score(probs, row_pos, modality, past)
+    ranges[0, 0, last, 0, 1] = SEQ
+    ops.search_score(probs, row_pos, modality, mmi.SparseIndex(index.block_q, ranges, count, index.kv_columns,
+                                                                torch.zeros_like(index.kv_column_count)))
 
 
 @pytest.mark.gpu

@@ -190,7 +190,7 @@ static void detect_head(const mmi_grid_detect_problem *p, int64_t bh, float *lif
     if (s > n / 2 || !(lifts[c] >= threshold)) continue;
     if (chosen < 0 || s < p->candidate_strides[chosen]) chosen = c;
   }
-  if (chosen < 0) /* only with NaN lifts: the first usable candidate */
+  if (chosen < 0) /* NaN lifts, or every lift < 0 (negative scores): the first usable candidate */
     for (chosen = 0; p->candidate_strides[chosen] > n / 2; ++chosen) {
     }
   stride_out[bh] = p->candidate_strides[chosen];

@@ -12,7 +12,8 @@
  *     best = max_p med[p], phase_s = the first p reaching it
  *     lift_s = best / max(mean(window), 1e-30)                    (float32 arithmetic)
  *   chosen stride = the smallest candidate with lift_s >= tolerance * max over candidates of lift_s
- *   (float32 product); chosen phase = its phase_s.
+ *   (float32 product); when none qualifies (every lift_s < 0, possible only with negative scores),
+ *   the first usable candidate in list order; chosen phase = its phase_s.
  * Reported lift: the grid lift of the chosen (stride, phase) over the WHOLE span (mmi_grid_lift),
  * not lift_s: that is the statistic the layout-aware Auto rule thresholds.
  *

@@ -106,7 +106,7 @@ static int check_block(const mmi_search_problem *p, int64_t h, int64_t qb, mmi_e
     const int32_t start = ranges[2 * r], end = ranges[2 * r + 1];
     if (start < 0 || end > p->seq || start > end)
       return mmi_error_set(err, MMI_ERR_INVALID_VALUE,
-                           "kv_ranges[0, %lld, %lld, %d] = [%d, %d) is not inside [0, seq = %lld)",
+                           "kv_ranges[0, %lld, %lld, %d] = [%d, %d) is not inside [0, seq = %lld]",
                            (long long)h, (long long)qb, r, start, end, (long long)p->seq);
     if (r > 0 && start < ranges[2 * r - 1])
       return mmi_error_set(err, MMI_ERR_UNSORTED,

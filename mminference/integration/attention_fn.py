@@ -58,10 +58,11 @@ def _allowed_keys(mask: Optional[torch.Tensor], b: int, row: int) -> Optional[to
 
 def _mask_matches(mask: Optional[torch.Tensor], b: int, plan: ElementPlan, seq: int) -> bool:
     """The mask agrees with the plan: the element's last token sees exactly keys [start, end) (O(S);
-    a custom mask, e.g. packed sequences, falls back to dense)."""
+    a custom mask, e.g. packed sequences, falls back to dense, as do masks that are not 4-D tensors:
+    flash attention's 2-D padding mask, flex attention's `BlockMask`)."""
     if mask is None:
         return plan.start == 0 and plan.end == seq
-    if mask.dim() != 4:
+    if not torch.is_tensor(mask) or mask.dim() != 4:
         return False
     expected = torch.zeros(seq, dtype=torch.bool, device=mask.device)
     expected[plan.start:plan.end] = True

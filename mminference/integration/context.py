@@ -49,6 +49,32 @@ _CURRENT: contextvars.ContextVar[Optional[ForwardContext]] = contextvars.Context
                                                                                    default=None)
 _EXPLICIT: contextvars.ContextVar[Optional[tuple[ModalityLayout, ...]]] = contextvars.ContextVar(
     "mminference_explicit_layouts", default=None)
+_GENERATE: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("mminference_generate_inputs",
+                                                                          default=None)
+
+# Inputs a layout is derived from that `generate` may keep out of the prefill forward (transformers
+# >= 5.2x runs the vision encoder itself and passes `mm_encoder_outputs` instead of the grids).
+GENERATE_LAYOUT_INPUTS = ("image_grid_thw", "video_grid_thw")
+
+
+@contextlib.contextmanager
+def generate_inputs(kwargs: dict) -> Iterator[None]:
+    """Remembers the layout inputs of a `generate` call (`GENERATE_LAYOUT_INPUTS`) for the forward
+    calls it makes (`with_generate_inputs`)."""
+    token = _GENERATE.set({k: kwargs[k] for k in GENERATE_LAYOUT_INPUTS if kwargs.get(k) is not None})
+    try:
+        yield
+    finally:
+        _GENERATE.reset(token)
+
+
+def with_generate_inputs(inputs: dict) -> dict:
+    """`inputs` completed with the enclosing `generate` call's layout inputs where it lacks them."""
+    merged = dict(inputs)
+    for key, value in (_GENERATE.get() or {}).items():
+        if merged.get(key) is None:
+            merged[key] = value
+    return merged
 
 
 def current() -> Optional[ForwardContext]:

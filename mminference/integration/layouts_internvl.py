@@ -35,7 +35,7 @@ def derive(config, inputs: dict, ranges, options) -> list[ModalityLayout]:
                 raise ValueError(f"input_ids: a run of {e - s} image tokens at {s} is not whole tiles of "
                                  f"{per_tile} tokens (InternVL)")
         single = [e - s == per_tile for s, e in blocks]
-        # chain[i]: block i is a frame of a video (a one-tile block next to another within `gap`)
+        # linked[i]: blocks i and i + 1 are one-tile blocks at most `gap` tokens apart (frames of a video)
         linked = [single[i] and single[i + 1] and blocks[i + 1][0] - blocks[i][1] <= gap
                   for i in range(len(blocks) - 1)]
         segments = []

@@ -45,13 +45,20 @@ def token_types(config, inputs: dict) -> torch.Tensor:
 
 def derive(config, inputs: dict, ranges: list[tuple[int, int]], options) -> list[ModalityLayout]:
     """One layout per batch element over its valid positions `ranges[b]`."""
-    merge = int(config.vision_config.spatial_merge_size)
-    types = token_types(config, inputs).cpu()
+    return layouts_from_types(token_types(config, inputs), inputs.get("image_grid_thw"),
+                              inputs.get("video_grid_thw"), int(config.vision_config.spatial_merge_size), ranges)
+
+
+def layouts_from_types(types: torch.Tensor, image_grid_thw: Optional[torch.Tensor],
+                       video_grid_thw: Optional[torch.Tensor], merge: int,
+                       ranges: list[tuple[int, int]]) -> list[ModalityLayout]:
+    """One layout per batch element of `types` `(B, S)` (0 text, 1 image, 2 video) over positions
+    `ranges[b]`; the grid rows `(num_items, 3)` are consumed in order across the batch and must all
+    be used."""
+    types = types.cpu()
     feeds = {
-        1: GridFeed(Modality.IMAGE, _merged_rows(inputs.get("image_grid_thw"), merge, "image_grid_thw"),
-                    "image_grid_thw"),
-        2: GridFeed(Modality.VIDEO, _merged_rows(inputs.get("video_grid_thw"), merge, "video_grid_thw"),
-                    "video_grid_thw"),
+        1: GridFeed(Modality.IMAGE, _merged_rows(image_grid_thw, merge, "image_grid_thw"), "image_grid_thw"),
+        2: GridFeed(Modality.VIDEO, _merged_rows(video_grid_thw, merge, "video_grid_thw"), "video_grid_thw"),
     }
     layouts = []
     for b, (start, end) in enumerate(ranges):

@@ -37,7 +37,7 @@ def _resolve_config(config) -> HeadConfig:
     if isinstance(config, PATTERN_TYPES):
         return HeadConfig(config)
     if isinstance(config, (str, os.PathLike)):
-        from ..config import load_config  # written alongside; imported lazily
+        from ..config import load_config  # looked up at call time
 
         loaded = load_config(config)
         if not isinstance(loaded, HeadConfig):
@@ -82,14 +82,13 @@ def patch(model: torch.nn.Module, config: Union[None, str, os.PathLike, HeadConf
             `track_density`, `video_frame_gap`, `unsupported`).
     Returns:
         The `PatchState` also stored as `model._mminference` (its `stats` count sparse / dense calls).
-    Patching a patched model unpatches it first.
+    Patching a patched model unpatches it first (after every argument check: a failing call leaves
+    the earlier patch in place).
     """
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
         raise TypeError(f"model must be a transformers model (nn.Module with a config), got {type(model).__name__}")
     opts = PatchOptions.from_kwargs(options)
     head_config = _resolve_config(config)
-    if getattr(model, ATTRIBUTE, None) is not None:
-        unpatch(model)
     family = families.family_of(model.config)
     message = None
     if family is None:
@@ -105,11 +104,15 @@ def patch(model: torch.nn.Module, config: Union[None, str, os.PathLike, HeadConf
         if opts.unsupported == "raise":
             raise ValueError(message + "; pass unsupported='dense' to keep its dense attention")
         warnings.warn(message + "; keeping its dense attention", stacklevel=2)
+        if getattr(model, ATTRIBUTE, None) is not None:
+            unpatch(model)
         state = PatchState(None, head_config, opts)
         setattr(model, ATTRIBUTE, state)
         return state
     text_config = model.config.get_text_config()
     _check_layers(head_config, text_config)
+    if getattr(model, ATTRIBUTE, None) is not None:
+        unpatch(model)  # before reading the dense implementation it restores
     dense_name = text_config._attn_implementation or "eager"
     if dense_name.startswith(attention_fn.PREFIX):
         raise ValueError(f"model: its language model already uses {dense_name!r} (patched elsewhere)")
@@ -123,6 +126,7 @@ def patch(model: torch.nn.Module, config: Union[None, str, os.PathLike, HeadConf
 
 def _wrap_forward(model: torch.nn.Module, state: PatchState) -> None:
     state.saved_forward = model.__dict__.get("forward")
+    state.saved_generate = model.__dict__.get("generate")
     original = model.forward
     signature = inspect.signature(original)
     var_kw = [n for n, p in signature.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
@@ -131,11 +135,19 @@ def _wrap_forward(model: torch.nn.Module, state: PatchState) -> None:
     @functools.wraps(original)
     def forward(*args, **kwargs):
         bound = signature.bind_partial(*args, **kwargs).arguments
-        inputs = {**(bound.pop(var_kw[0], {}) if var_kw else {}), **bound}
+        inputs = context.with_generate_inputs({**(bound.pop(var_kw[0], {}) if var_kw else {}), **bound})
         with context.forward_context(context.ForwardContext(state, inputs, derive)):
             return original(*args, **kwargs)
 
     model.forward = forward
+    original_generate = getattr(model, "generate", None)
+    if original_generate is not None:
+        @functools.wraps(original_generate)
+        def generate(*args, **kwargs):
+            with context.generate_inputs(kwargs):
+                return original_generate(*args, **kwargs)
+
+        model.generate = generate
 
 
 def unpatch(model: torch.nn.Module) -> None:
@@ -147,8 +159,9 @@ def unpatch(model: torch.nn.Module) -> None:
     for cfg, implementation in state.saved_implementations:
         cfg._attn_implementation_internal = implementation
     if state.family is not None:
-        if state.saved_forward is None:
-            model.__dict__.pop("forward", None)
-        else:
-            model.forward = state.saved_forward
+        for name, saved in (("forward", state.saved_forward), ("generate", state.saved_generate)):
+            if saved is None:
+                model.__dict__.pop(name, None)
+            else:
+                setattr(model, name, saved)
     delattr(model, ATTRIBUTE)

@@ -42,16 +42,21 @@ def qwen2_5_vl_config(layers: int = 2, hidden: int = 256, heads: int = 4, kv_hea
                             vision_start_token_id=VISION_START, vision_end_token_id=VISION_END)
 
 
+def qwen2_5_vl_7b_text(max_position_embeddings: int = 1 << 20) -> dict:
+    """Text config of Qwen2.5-VL-7B-Instruct: 28 layers, hidden 3584, 28 query / 4 kv heads of 128,
+    intermediate 18944, vocab 152064, mRoPE sections (16, 24, 24), theta 1e6."""
+    return dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=max_position_embeddings,
+                rms_norm_eps=1e-6, rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24]),
+                bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+
+
 def qwen2_5_vl_7b_config():
-    """The shapes of Qwen2.5-VL-7B-Instruct: 28 layers, hidden 3584, 28 query / 4 kv heads of 128,
-    intermediate 18944, vocab 152064, mRoPE sections (16, 24, 24), theta 1e6; its vision tower
-    (32 blocks of 1280, 14-px patches, windows of 112 px, merge 2)."""
+    """The shapes of Qwen2.5-VL-7B-Instruct (`qwen2_5_vl_7b_text`) and its vision tower (32 blocks
+    of 1280, 14-px patches, windows of 112 px, merge 2)."""
     from transformers import Qwen2_5_VLConfig
 
-    text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=1 << 20, rms_norm_eps=1e-6,
-                rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24]),
-                bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+    text = qwen2_5_vl_7b_text()
     vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
                   patch_size=14, temporal_patch_size=2, spatial_merge_size=2, window_size=112,
                   fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2)

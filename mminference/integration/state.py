@@ -42,4 +42,5 @@ class PatchState:
     dense_implementation: Optional[str] = None
     saved_implementations: list = dataclasses.field(default_factory=list)  # (config, _attn_implementation_internal)
     saved_forward: Any = None  # the instance-level forward before patching (None: the class's)
+    saved_generate: Any = None  # same for generate
     stats: PatchStats = dataclasses.field(default_factory=PatchStats)

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..integration.layouts_qwen import layouts_from_types
 from ..layout import Modality, ModalityLayout, Segment, VisualGrid
 from ..synthetic import moving_shapes_video
 
@@ -35,32 +36,11 @@ class CalibrationInput:
 
 def layout_from_qwen_inputs(mm_token_type_ids: torch.Tensor, video_grid_thw: Optional[torch.Tensor],
                             image_grid_thw: Optional[torch.Tensor], merge: int) -> ModalityLayout:
-    """The layout of one unpadded Qwen2-VL-family prompt: each run of image (1) / video (2) tokens
-    takes the next `*_grid_thw` row (t, h, w) as its grid (t, h / merge, w / merge)."""
-    types = mm_token_type_ids.reshape(-1).tolist()
-    grids = {1: iter([] if image_grid_thw is None else image_grid_thw.tolist()),
-             2: iter([] if video_grid_thw is None else video_grid_thw.tolist())}
-    segments, start = [], 0
-    while start < len(types):
-        end = start
-        while end < len(types) and types[end] == types[start]:
-            end += 1
-        kind = types[start]
-        if kind in (1, 2):
-            try:
-                t, h, w = (int(x) for x in next(grids[kind]))
-            except StopIteration:
-                raise ValueError(f"mm_token_type_ids: more {'image' if kind == 1 else 'video'} runs than "
-                                 f"grid_thw rows") from None
-            grid = VisualGrid(frames=t, rows=h // merge, cols=w // merge)
-            if grid.num_tokens != end - start:
-                raise ValueError(f"{'image' if kind == 1 else 'video'}_grid_thw: ({t}, {h}, {w}) gives "
-                                 f"{grid.num_tokens} tokens, the run at {start} has {end - start}")
-            segments.append(Segment(Modality.IMAGE if kind == 1 else Modality.VIDEO, start, end, grid))
-        elif kind != 0:
-            raise ValueError(f"mm_token_type_ids: unknown type {kind} at position {start}")
-        start = end
-    return ModalityLayout.from_spans(len(types), segments)
+    """The layout of one unpadded Qwen-VL-family prompt, derived as the transformers integration
+    derives it (`integration.layouts_qwen`): runs of image (1) / video (2) tokens take the next
+    `*_grid_thw` rows (t, h, w) as grids (t, h / merge, w / merge), whole frames at a time."""
+    types = mm_token_type_ids.reshape(1, -1)
+    return layouts_from_types(types, image_grid_thw, video_grid_thw, merge, [(0, types.shape[1])])[0]
 
 
 def _video_embeddings(frames: int, rows: int, cols: int, hidden: int, seed: int, pixels: int = 8) -> torch.Tensor:

@@ -89,17 +89,17 @@ def inner(pattern: Pattern) -> Pattern:
 
 
 def shrink(pattern: Pattern, factor: float) -> Optional[Pattern]:
-    """`pattern` with its sizes scaled by `factor` < 1 (None when it cannot shrink)."""
+    """`pattern` with its sizes scaled by `factor` < 1 (None when it cannot shrink: already at its
+    smallest sizes, or not a sized pattern)."""
     def scale(value: int, low: int) -> int:
         return max(low, int(value * factor))
+    smaller: Optional[Pattern] = None
     if isinstance(pattern, AShape):
-        if pattern.local <= 1 and pattern.sink == 0:
-            return None
-        return AShape(sink=pattern.sink, local=scale(pattern.local, 0 if pattern.sink else 1))
-    if isinstance(pattern, VerticalSlash):
+        smaller = AShape(sink=pattern.sink, local=scale(pattern.local, 0 if pattern.sink else 1))
+    elif isinstance(pattern, VerticalSlash):
         nv, ns = scale(pattern.num_vertical, 0), scale(pattern.num_slash, 1)
-        return VerticalSlash(num_vertical=nv, num_slash=ns, force_sink=min(pattern.force_sink, nv),
-                             force_local=min(pattern.force_local, ns))
-    if isinstance(pattern, Grid):
-        return dataclasses.replace(pattern, local=scale(pattern.local, 1)) if pattern.local > 1 else None
-    return None
+        smaller = VerticalSlash(num_vertical=nv, num_slash=ns, force_sink=min(pattern.force_sink, nv),
+                                force_local=min(pattern.force_local, ns))
+    elif isinstance(pattern, Grid):
+        smaller = dataclasses.replace(pattern, local=scale(pattern.local, 1))
+    return None if smaller == pattern else smaller

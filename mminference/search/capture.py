@@ -28,6 +28,16 @@ class StopForward(Exception):
     """Raised by a callback to end the forward after the last layer it needs."""
 
 
+def _has_padding(mask: Optional[torch.Tensor]) -> bool:
+    """A 4-D bool / additive mask `(B, 1, S, S)` hides some key from a last query row (a causal
+    mask hides none from it: its upper triangle alone is no padding)."""
+    if mask is None:
+        return False
+    last = mask[..., -1, :]
+    allowed = last if last.dtype == torch.bool else last > torch.finfo(last.dtype).min / 2
+    return not bool(allowed.all())
+
+
 def capture_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                       **kwargs):
     """The registered attention function: callback on fresh prefills, then SDPA."""
@@ -36,8 +46,8 @@ def capture_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     callback = _CALLBACK.get()
     seq_q, seq_k = query.shape[2], key.shape[2]
     if callback is not None and seq_q == seq_k > 1:
-        if attention_mask is not None and not bool(attention_mask.all()) and attention_mask.dtype == torch.bool:
-            # A padded batch: the search's statistics assume one unpadded causal prompt.
+        if _has_padding(attention_mask):
+            # The search's statistics assume one unpadded causal prompt.
             raise ValueError("calibration inputs must be unpadded batch-1 prompts (got a padding mask)")
         callback(int(getattr(module, "layer_idx", -1)), query, key, value, scaling)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

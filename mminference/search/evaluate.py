@@ -136,23 +136,24 @@ def fit_family(layer: LayerContext, family: candidates.Family, budget: float) ->
         return {}
     for h in torch.nonzero(ok).flatten().tolist():
         chosen[h] = start
-    if bool(ok.all()):
-        j = start - 1
-        while j >= 0:
-            ok_j = fits(j)
-            if not bool(ok_j.any()):
-                break
-            for h in torch.nonzero(ok_j).flatten().tolist():
+    # Heads that fit at the start grow while some still fit (even when other heads did not fit:
+    # their costs differ, e.g. per-head grids and vertical lists) ...
+    j = start - 1
+    while j >= 0 and bool(ok.any()):
+        ok_j = fits(j)
+        if not bool(ok_j.any()):
+            break
+        for h in torch.nonzero(ok_j).flatten().tolist():
+            chosen[h] = j
+        j -= 1
+    # ... and those that did not shrink until they fit.
+    j = start + 1
+    while j < len(sizes) and min(chosen) < 0:
+        ok_j = fits(j)
+        for h in torch.nonzero(ok_j).flatten().tolist():
+            if chosen[h] < 0:
                 chosen[h] = j
-            j -= 1
-    else:
-        j = start + 1
-        while j < len(sizes) and min(chosen) < 0:
-            ok_j = fits(j)
-            for h in torch.nonzero(ok_j).flatten().tolist():
-                if chosen[h] < 0:
-                    chosen[h] = j
-            j += 1
+        j += 1
     strides = None
     if family.kind == "grid":
         strides = layer.grid_strides(built[start][0])

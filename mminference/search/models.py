@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..integration.random_models import qwen2_5_vl_7b_text
 from .capture import CAPTURE_NAME, register
 
 TINY = "tiny-qwen2.5-vl"
@@ -59,11 +60,7 @@ def tiny_config():
 
 def random_7b_config():
     """Qwen2.5-VL-7B's language model shapes (random weights)."""
-    text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
-                rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24]),
-                bos_token_id=151643, eos_token_id=151645, pad_token_id=151643, rms_norm_eps=1e-6)
-    return _qwen_config(text, 3584, (151655, 151656, 151652, 151653))
+    return _qwen_config(qwen2_5_vl_7b_text(max_position_embeddings=128000), 3584, (151655, 151656, 151652, 151653))
 
 
 def _attn_implementation() -> dict:

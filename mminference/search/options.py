@@ -37,10 +37,10 @@ class SearchOptions:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("rows_per_modality", "last", "max_shrinks"):
+        for name, minimum in (("rows_per_modality", 1), ("last", 1), ("max_shrinks", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "max_shrinks" else 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         for name in ("mass_tolerance", "error_tolerance", "error_floor"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

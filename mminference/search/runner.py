@@ -98,7 +98,10 @@ def read_partial(path: str, settings: SearchSettings) -> dict[tuple[int, int], l
         lines = [line for line in f if line.strip()]
     if not lines:
         return done
-    header = json.loads(lines[0])
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        return done  # the header itself was cut: start over
     if header.get("settings") != json.loads(json.dumps(settings.header())):
         raise ValueError(f"partial: {path} was made with other settings ({header.get('settings')}); "
                          f"delete it or rerun with the same options")
@@ -106,11 +109,21 @@ def read_partial(path: str, settings: SearchSettings) -> dict[tuple[int, int], l
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
-            break  # a line cut by an interruption: that layer is redone
+            continue  # a line cut by an interruption: that layer is redone
         heads = [_result_from_dict(h, fam, f"{path}:{n}.heads[{i}]")
                  for i, (h, fam) in enumerate(zip(entry["heads"], entry["families"]))]
         done[(entry["input"], entry["layer"])] = heads
     return done
+
+
+def _end_last_line(path: str) -> None:
+    """Terminates a last line cut by an interruption, so the next appended entry starts a line of
+    its own (appended to the fragment, it would be unreadable on the next resume)."""
+    with open(path, "rb+") as f:
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
 
 
 def _append(path: str, entry: dict) -> None:
@@ -156,6 +169,8 @@ def run_search(settings: SearchSettings, out: str, *, partial: Optional[str] = N
     if not done:
         with open(partial, "w", encoding="utf-8") as f:
             f.write(json.dumps({"settings": settings.header()}) + "\n")
+    else:
+        _end_last_line(partial)
     bar = Progress(len(inputs) * num_layers, progress)
     bar.update(len(done), "resumed" if done else "")
     for i, item in enumerate(inputs):
