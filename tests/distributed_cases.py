@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from mminference import AShape, Dense, Grid, HeadConfig, Modality, QBoundary, VerticalSlash
-from mminference.distributed import gather_sequence, sequence_parallel_sparse_attention, shard_sequence
+from mminference.distributed import (gather_sequence, head_parallel_sparse_attention,
+                                     sequence_parallel_sparse_attention, shard_sequence)
 from mminference.layout import ModalityLayout, Segment, VisualGrid
 from mminference.synthetic import video_text_prompt
 
@@ -49,6 +50,40 @@ CASES = [
     Case("auto", "auto"),
 ]
 LAYER = {"per_head_config": 1}  # the case's layer (others: 0)
+HEAD_PARALLEL = ["vertical_slash_bf16", "per_head_config", "replicated_kv", "auto"]  # also run head-parallel
+# The patched tiny model (parallel="heads"): one pattern per head of its 4 heads, both layers.
+PATCH_FAMILY, PATCH_ITEMS = "qwen2_5_vl", [("image", 8, 8), ("video", 8, 16, 16)]
+PATCH_HEADS = (AShape(32, 64), VerticalSlash(64, 64, 16, 16), Grid(local=64), "auto")
+PATCH_CONFIG = HeadConfig([PATCH_HEADS, PATCH_HEADS])
+
+
+def patched_logits(parallel: str) -> tuple[torch.Tensor, int]:
+    """Prefill logits of the tiny Qwen2.5-VL model patched with PATCH_CONFIG (deterministic), and how
+    many attention calls went through `head_parallel_sparse_attention`."""
+    import mminference
+    import mminference.distributed as mdist
+    from integration_inputs import prompt_for
+    from mminference.integration import random_models
+
+    model = random_models.build(PATCH_FAMILY, seed=1)
+    prompt = prompt_for(PATCH_FAMILY, PATCH_ITEMS, seed=3)
+    calls = []
+    original = mdist.head_parallel_sparse_attention
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    mdist.head_parallel_sparse_attention = counted
+    state = mminference.patch(model, PATCH_CONFIG, min_prefill_tokens=1, parallel=parallel)
+    try:
+        with torch.no_grad():
+            logits = model(**prompt["inputs"]).logits
+    finally:
+        mminference.unpatch(model)
+        mdist.head_parallel_sparse_attention = original
+    assert state.stats.sparse > 0, "the patched prefill never took the sparse path"
+    return logits, len(calls)
 
 
 def layout_for(case: Case) -> ModalityLayout:
@@ -99,6 +134,13 @@ def _run(rank: int, device: torch.device) -> dict:
         q, k, v = _shards(*inputs_for(case), device)
         results[case.name] = sequence_parallel_sparse_attention(q, k, v, layout_for(case), case.config,
                                                                 layer=LAYER.get(case.name, 0)).cpu()
+    for name in HEAD_PARALLEL:
+        case = find(name)
+        q, k, v = (t.to(device) for t in inputs_for(case))
+        results["heads:" + name] = head_parallel_sparse_attention(q, k, v, layout_for(case), case.config,
+                                                                  layer=LAYER.get(name, 0)).cpu()
+    if device.type == "cpu":
+        results["patched_logits"] = patched_logits("heads")
     full = torch.arange(2 * 13 * 3, dtype=torch.float32, device=device).reshape(2, 13, 3)
     results["shard"] = shard_sequence(full).cpu()
     results["gather"] = gather_sequence(shard_sequence(full)).cpu()

@@ -77,6 +77,31 @@ def test_matches_single_process(rank_results, name):
     assert relative_error(got, ref) < (1e-5 if case.dtype == torch.float32 else 2e-2)
 
 
+@pytest.mark.parametrize("name", dc.HEAD_PARALLEL)
+def test_head_parallel_matches_single_process(rank_results, name):
+    """Ranks holding the whole sequence split the heads; every rank gets the full single-process output."""
+    case = dc.find(name)
+    q, k, v = dc.inputs_for(case)
+    expected = sparse_attention_for_layout(q, k, v, dc.layout_for(case), case.config, layer=dc.reference_layer(case))
+    for r in range(dc.WORLD):
+        got = rank_results[r]["heads:" + name]
+        if case.dtype == torch.float32:
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(got, expected)
+
+
+def test_patch_with_parallel_heads_matches_one_process(rank_results):
+    """`patch(model, parallel="heads")` under a 2-rank group gives the logits of the same patched
+    model in one process (where it runs every head itself)."""
+    expected, single_calls = dc.patched_logits("heads")  # no process group here: the single-process path
+    assert single_calls == 0
+    for r in range(dc.WORLD):
+        logits, calls = rank_results[r]["patched_logits"]
+        assert calls == len(dc.PATCH_CONFIG.patterns)  # every layer's prefill split its heads
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_after_errors_the_group_still_works(rank_results):
     case = dc.CASES[1]
     q, k, v = dc.inputs_for(case)

@@ -117,6 +117,36 @@ def sequence_parallel_sparse_attention(
     return heads_to_sequence(out, lengths, info)
 
 
+def head_parallel_sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Optional[ModalityLayout], head_config="auto",
+    group: Optional[dist.ProcessGroup] = None, layer: int = 0, block_q: int = 128, block_k: int = 64, *,
+    last: int = 64, scale: Optional[float] = None,
+) -> torch.Tensor:
+    """`sparse_attention_for_layout` split by heads over ranks that all hold the whole sequence (a
+    model run on the same inputs on every rank, e.g. `patch(model, parallel="heads")`): rank r runs
+    its `HeadPartition` heads and the outputs are all-gathered. Attention work and its index memory
+    are divided by the world size; projections and MLP stay replicated.
+
+    Collective over `group`. q `(B, Hq, S, D)`, k / v `(B, Hkv, S, D)`, the same shapes, layout,
+    head_config and options on every rank (checked first: ValueError on every rank otherwise).
+    Returns the full `(B, Hq, S, D)` on every rank, equal to the single-process output."""
+    _check_tensors(q, k, v)
+    info = require_group(group)
+    settings = (layer, block_q, block_k, last, None if scale is None else float(scale))
+    lengths = _agree(info, q, k, v, layout, head_config, settings)
+    if any(n != lengths[0] for n in lengths):
+        raise ValueError(f"q: head-parallel attention needs the whole sequence on every rank, got {lengths} tokens")
+    partition = HeadPartition(q.shape[1], k.shape[1], info.world)
+    heads, kv = partition.q_range(info.rank), partition.kv_range(info.rank)
+    config = local_head_config(head_config, layer, partition.q_heads, heads)
+    out = single.sparse_attention_for_layout(q[:, heads.start:heads.stop], k[:, kv.start:kv.stop],
+                                             v[:, kv.start:kv.stop], layout, config, 0, block_q, block_k,
+                                             last=last, scale=scale).contiguous()
+    parts = [torch.empty_like(out) for _ in range(info.world)]
+    dist.all_gather(parts, out, group=info.group)
+    return torch.cat(parts, dim=1)
+
+
 def maybe_sequence_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, head_config, layer: int,
                             group: Optional[dist.ProcessGroup] = None, **options) -> Optional[torch.Tensor]:
     """The hook for the transformers integration: None when no process group is initialised (or it

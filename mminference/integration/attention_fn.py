@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import attention, ops
+from .. import attention, distributed, ops
 from ..sparse_index import SparseIndex
 from . import context
 from .context import ElementPlan
@@ -91,6 +91,10 @@ def _sparse_rows(state, module, q, k, v, layout, scaling) -> torch.Tensor:
     """`(G, Hq, L, D)` sparse attention of a group of elements sharing `layout`."""
     opts = state.options
     layer = int(getattr(module, "layer_idx", 0) or 0)
+    if opts.parallel == "heads" and distributed.parallel_group() is not None:
+        return distributed.head_parallel_sparse_attention(q, k, v, layout, state.head_config, layer=layer,
+                                                          block_q=opts.block_q, block_k=opts.block_k,
+                                                          last=opts.last, scale=scaling)
     if not opts.track_density:
         return attention.sparse_attention_for_layout(q, k, v, layout, state.head_config, layer=layer,
                                                      block_q=opts.block_q, block_k=opts.block_k, last=opts.last,

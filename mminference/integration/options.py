@@ -22,6 +22,10 @@ class PatchOptions:
         of one video (0: never).
     unsupported: "raise" (ValueError listing the supported families) or "dense" (leave the model as
         it is, with a warning).
+    parallel: "none", or "heads": when a torch.distributed process group of 2 or more ranks is
+        initialised and every rank runs the model on the same inputs, each sparse prefill layer
+        splits its heads over the ranks and all-gathers the outputs
+        (`mminference.distributed.head_parallel_sparse_attention`); without a group it runs alone.
     """
 
     min_prefill_tokens: int = 8192
@@ -31,6 +35,7 @@ class PatchOptions:
     track_density: bool = False
     video_frame_gap: int = 16
     unsupported: str = "raise"
+    parallel: str = "none"
 
     def __post_init__(self):
         _int("min_prefill_tokens", self.min_prefill_tokens, 1)
@@ -42,6 +47,8 @@ class PatchOptions:
             raise ValueError(f"track_density must be a bool, got {self.track_density!r}")
         if self.unsupported not in ("raise", "dense"):
             raise ValueError(f"unsupported must be 'raise' or 'dense', got {self.unsupported!r}")
+        if self.parallel not in ("none", "heads"):
+            raise ValueError(f"parallel must be 'none' or 'heads', got {self.parallel!r}")
 
     @staticmethod
     def from_kwargs(options: dict) -> "PatchOptions":
