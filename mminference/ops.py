@@ -289,9 +289,11 @@ def build_boundary_index(
         vertical: int32 `(B|1, H|1, M, NV)` per query modality key positions, strictly increasing,
             -1 padding at the end; slash: `(B|1, H|1, M, NS)` diagonal distances, same rules.
         num_modalities: M (<= 8), default `pair_pattern.shape[-2]`.
-        max_ranges, max_columns: capacities; default `boundary_index_capacity(...)`, which no block
-            exceeds. Smaller ones bound memory: extra ranges merge into the last one (a superset),
-            extra columns (highest key slots first) are dropped.
+        max_ranges, max_columns: capacities. Default: the exact ones, from a first counting pass
+            of the builder (under torch.compile tracing: `boundary_index_capacity(...)`, a bound
+            no block exceeds but O(S / block_k) ranges per block). Smaller ones bound memory:
+            extra ranges merge into the last one (a superset), extra columns (highest key slots
+            first) are dropped.
     Returns:
         `(index, class_offsets)`: a `SparseIndex` with `q_perm`, `k_perm` `(B, H, S)`, ranges
         `(B, H, NQB, R, 2)` and columns `(B, H, NQB, C)`, H the largest head dim of the inputs;
@@ -313,11 +315,21 @@ def build_boundary_index(
     grid_stride, grid_phase = _with_rank(grid_stride, 3), _with_rank(grid_phase, 3)
     vertical, slash = _with_rank(vertical, 4), _with_rank(slash, 4)
     seq = int(modality.shape[-1])
+    if max_ranges is not None and (isinstance(max_ranges, bool) or not isinstance(max_ranges, int) or max_ranges < 1):
+        raise ValueError(f"max_ranges must be an int >= 1 (None: exact capacities), got {max_ranges!r}")
+    cpu = lambda t: t.cpu()  # noqa: E731  (the builder is a CPU op)
+    if (max_ranges is None or max_columns is None) and not torch.compiler.is_compiling():
+        # Count pass (max_ranges = max_columns = 0): every block's exact range / column counts.
+        counts = _ops.build_boundary_index(
+            cpu(modality), cpu(grid_stride), cpu(grid_phase), cpu(pair_pattern), cpu(vertical), cpu(slash),
+            m, block_q, block_k, 0, 0)
+        exact_ranges, exact_columns = max(1, int(counts[3].max())), int(counts[5].max())
+        max_ranges = exact_ranges if max_ranges is None else max_ranges
+        max_columns = exact_columns if max_columns is None else max_columns
     default_ranges, default_columns = boundary_index_capacity(
         m, seq, block_q, block_k, int(vertical.shape[-1]), int(slash.shape[-1]))
     max_ranges = default_ranges if max_ranges is None else max_ranges
     max_columns = default_columns if max_columns is None else max_columns
-    cpu = lambda t: t.cpu()  # noqa: E731  (the builder is a CPU op)
     q_perm, k_perm, ranges, range_count, columns, column_count, offsets = _ops.build_boundary_index(
         cpu(modality), cpu(grid_stride), cpu(grid_phase), cpu(pair_pattern), cpu(vertical), cpu(slash),
         m, block_q, block_k, max_ranges, max_columns)

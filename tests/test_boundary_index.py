@@ -294,9 +294,18 @@ def expanded_inputs(case, b, h):
 
 
 def capacities(case, S):
-    nv = len(case["vertical"][0][0][0])
-    ns = len(case["slash"][0][0][0])
-    R, C = ops.boundary_index_capacity(case["M"], S, case["block_q"], case["block_k"], nv, ns)
+    """The capacities `build_boundary_index` must use: the case's, or by default the exact ones,
+    re-derived here as the largest uncapped range / column count of any block."""
+    if case["max_ranges"] is not None and case["max_columns"] is not None:
+        return case["max_ranges"], case["max_columns"]
+    uncapped = 1 << 30
+    R, C = 1, 0
+    for b in range(len(case["mod"])):
+        for h in range(heads_of(case)):
+            _, _, blocks = ref_head(case["mod"][b], *expanded_inputs(case, b, h), case["M"], case["block_q"],
+                                    case["block_k"], uncapped, uncapped)
+            R = max(R, *(len(ranges) for ranges, _ in blocks))
+            C = max(C, *(len(cols) for _, cols in blocks))
     return (R if case["max_ranges"] is None else case["max_ranges"],
             C if case["max_columns"] is None else case["max_columns"])
 
@@ -638,6 +647,31 @@ def test_threads_and_broadcast_are_consistent(seed):
         assert torch.equal(a, b), field
         assert torch.equal(c, a.expand_as(c)), field
     assert torch.equal(one[1], many[1])
+
+
+@pytest.mark.parametrize("seed", SEEDS[:16])
+def test_exact_capacities_build_the_same_index_as_the_static_bound(seed):
+    """The default (counted, exact) capacities hold every block uncapped: the same blocks as with
+    `boundary_index_capacity`'s static bound, in at most as much memory."""
+    case = dict(boundary_case(seed), max_ranges=None, max_columns=None)
+    S = len(case["mod"][0])
+    nv, ns = len(case["vertical"][0][0][0]), len(case["slash"][0][0][0])
+    bound = ops.boundary_index_capacity(case["M"], S, case["block_q"], case["block_k"], nv, ns)
+    exact, _ = run(case)
+    static, _ = run(case, max_ranges=bound[0], max_columns=bound[1])
+    assert exact.kv_ranges.shape[3] <= bound[0] and exact.kv_columns.shape[3] <= bound[1]
+    assert exact.kv_ranges.shape[3] == max(1, int(static.kv_range_count.max()))
+    assert exact.kv_columns.shape[3] == int(static.kv_column_count.max())
+    for b in range(exact.q_perm.shape[0]):
+        for h in range(exact.q_perm.shape[1]):
+            assert read_blocks(exact, b, h) == read_blocks(static, b, h)
+
+
+def test_count_mode_needs_both_capacities_zero():
+    """The op's count mode (max_ranges = max_columns = 0) is internal; any other 0 is an error."""
+    mod, stride, phase, pattern, vertical, slash = tensors(boundary_case(3))
+    with pytest.raises(ValueError, match="max_ranges"):
+        torch.ops.mminference.build_boundary_index(mod, stride, phase, pattern, vertical, slash, 3, 16, 8, 0, 4)
 
 
 def test_wrapper_defaults_and_lower_ranks():

@@ -32,10 +32,11 @@ static int check_sizes(const mmi_boundary_problem *p, const mmi_boundary_output 
                          MMI_BOUNDARY_MAX_MODALITIES, (long long)p->num_modalities);
   int status = mmi__check_block_sizes(p->block_q, p->block_k, err);
   if (status != MMI_OK) return status;
-  if (p->max_ranges < 1 || !mmi__fits_int32(p->max_ranges))
+  const int count_mode = o->kv_ranges == NULL && o->kv_columns == NULL;
+  if (!count_mode && (p->max_ranges < 1 || !mmi__fits_int32(p->max_ranges)))
     return mmi_error_set(err, MMI_ERR_INVALID_VALUE, "max_ranges must be in [1, 2^31), got %lld",
                          (long long)p->max_ranges);
-  if (!mmi__fits_int32(p->max_columns))
+  if (!count_mode && !mmi__fits_int32(p->max_columns))
     return mmi_error_set(err, MMI_ERR_INVALID_VALUE, "max_columns must be in [0, 2^31), got %lld",
                          (long long)p->max_columns);
   if (!mmi__fits_int32(p->num_vertical) || !mmi__fits_int32(p->num_slash))
@@ -52,9 +53,9 @@ static int check_sizes(const mmi_boundary_problem *p, const mmi_boundary_output 
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "vertical is NULL");
   if (p->num_slash > 0 && p->slash == NULL)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "slash is NULL");
-  if (o->q_perm == NULL || o->kv_ranges == NULL || o->kv_range_count == NULL ||
-      o->kv_column_count == NULL || o->class_offsets == NULL ||
-      (p->max_columns > 0 && o->kv_columns == NULL))
+  if (o->q_perm == NULL || o->kv_range_count == NULL || o->kv_column_count == NULL ||
+      o->class_offsets == NULL ||
+      (!count_mode && (o->kv_ranges == NULL || (p->max_columns > 0 && o->kv_columns == NULL))))
     return mmi_error_set(err, MMI_ERR_NULL_POINTER, "an output buffer is NULL");
   return MMI_OK;
 }
@@ -305,6 +306,21 @@ static void scratch_free(block_scratch *s) {
 /* ---------------------------------------------------------------------------------------------- */
 /* One (b, h)                                                                                      */
 
+
+/* Distinct candidate slots (sorted) outside every range (sorted, disjoint): the uncapped column
+ * count of a block. */
+static int64_t count_columns(const int64_t *slots, int64_t n, const mmi__range *ranges,
+                             int64_t n_ranges) {
+  int64_t count = 0, r = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i > 0 && slots[i] == slots[i - 1]) continue;
+    while (r < n_ranges && ranges[r].end <= slots[i]) ++r;
+    if (r < n_ranges && ranges[r].start <= slots[i]) continue;
+    ++count;
+  }
+  return count;
+}
+
 static void build_head(const mmi_boundary_problem *p, const mmi_boundary_output *o,
                        const int32_t *prefix_all, int64_t b, int64_t h, block_scratch *s) {
   const int64_t S = p->seq, M = p->num_modalities, NC = 2 * M;
@@ -355,6 +371,7 @@ static void build_head(const mmi_boundary_problem *p, const mmi_boundary_output 
   if (o->k_perm != NULL) memcpy(o->k_perm + bh * S, perm, (size_t)S * sizeof(int32_t));
 
   const int64_t R = p->max_ranges, C = p->max_columns;
+  const int count_mode = o->kv_ranges == NULL && o->kv_columns == NULL;  /* see mmi_boundary_index.h */
   const int64_t num_blocks = mmi_num_q_blocks(S, p->block_q);
   for (int64_t qb = 0; qb < num_blocks; ++qb) {
     const int64_t a = qb * p->block_q;
@@ -406,12 +423,18 @@ static void build_head(const mmi_boundary_problem *p, const mmi_boundary_output 
 
     qsort(list.items, (size_t)list.count, sizeof(mmi__range), compare_ranges);
     int64_t n_ranges = mmi__normalize_ranges(list.items, list.count);
+    const int64_t cell = bh * num_blocks + qb;
+    qsort(s->columns, (size_t)n_cand, sizeof(int64_t), compare_int64);
+    if (count_mode) {
+      o->kv_range_count[cell] = (int32_t)n_ranges;
+      o->kv_column_count[cell] = (int32_t)count_columns(s->columns, n_cand, list.items, n_ranges);
+      continue;
+    }
     if (n_ranges > R) {
       /* Over capacity: the last kept range absorbs every later one (a superset of the keys). */
       list.items[R - 1].end = list.items[n_ranges - 1].end;
       n_ranges = R;
     }
-    const int64_t cell = bh * num_blocks + qb;
     int32_t *out_ranges = o->kv_ranges + cell * R * 2;
     for (int64_t r = 0; r < R; ++r) {
       out_ranges[2 * r] = r < n_ranges ? (int32_t)list.items[r].start : 0;
@@ -420,7 +443,6 @@ static void build_head(const mmi_boundary_problem *p, const mmi_boundary_output 
     o->kv_range_count[cell] = (int32_t)n_ranges;
 
     /* Columns: sorted, deduplicated, outside every range (one merge walk), capped. */
-    qsort(s->columns, (size_t)n_cand, sizeof(int64_t), compare_int64);
     int32_t *out_columns = C > 0 ? o->kv_columns + cell * C : NULL;
     int64_t n_columns = 0, r = 0;
     for (int64_t i = 0; i < n_cand && n_columns < C; ++i) {

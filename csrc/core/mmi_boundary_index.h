@@ -126,8 +126,8 @@ typedef struct mmi_boundary_problem {
   int64_t num_modalities; /* M in [1, MMI_BOUNDARY_MAX_MODALITIES] */
   int64_t block_q;        /* [1, 4096] */
   int64_t block_k;        /* [1, 4096] */
-  int64_t max_ranges;     /* R in [1, 2^31) */
-  int64_t max_columns;    /* C in [0, 2^31) */
+  int64_t max_ranges;     /* R in [1, 2^31); ignored in count mode */
+  int64_t max_columns;    /* C in [0, 2^31); ignored in count mode */
 
   const int32_t *modality; /* [B, S] contiguous */
   const int32_t *grid_stride; /* [B|1, H|1, M] */
@@ -144,6 +144,10 @@ typedef struct mmi_boundary_problem {
   int64_t slash_stride_b, slash_stride_h;
 } mmi_boundary_problem;
 
+/* Count mode: with kv_ranges == NULL and kv_columns == NULL, kv_range_count / kv_column_count
+ * receive every block's uncapped range and column counts (the smallest capacities that hold the
+ * index exactly) and no range or column is written; the permutations and class offsets are
+ * written as usual. A caller sizes the real call with the maxima. */
 typedef struct mmi_boundary_output {
   int32_t *q_perm;          /* [B, H, S] */
   int32_t *k_perm;          /* [B, H, S] or NULL */

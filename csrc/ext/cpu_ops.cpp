@@ -160,7 +160,11 @@ build_boundary_index_cpu(const at::Tensor& modality, const at::Tensor& grid_stri
   check_boundary_input(vertical, "vertical", 4, "(batch, heads, modalities, num_vertical)");
   check_boundary_input(slash, "slash", 4, "(batch, heads, modalities, num_slash)");
   TORCH_CHECK_VALUE(block_q >= 1, "block_q must be >= 1, got ", block_q);
-  TORCH_CHECK_VALUE(max_ranges >= 1, "max_ranges must be >= 1, got ", max_ranges);
+  // max_ranges == 0 (with max_columns == 0): count mode, the counts are the exact capacities.
+  const bool count_mode = max_ranges == 0;
+  TORCH_CHECK_VALUE(max_ranges >= 1 || (count_mode && max_columns == 0),
+                    "max_ranges must be >= 1 (or 0 with max_columns 0: count the capacities), got ",
+                    max_ranges, " with max_columns ", max_columns);
   TORCH_CHECK_VALUE(max_columns >= 0, "max_columns must be >= 0, got ", max_columns);
 
   const int64_t batch = modality.size(0), seq = modality.size(1), M = num_modalities;
@@ -213,7 +217,7 @@ build_boundary_index_cpu(const at::Tensor& modality, const at::Tensor& grid_stri
   mmi_boundary_output o{};
   o.q_perm = q_perm.data_ptr<int32_t>();
   o.k_perm = k_perm.data_ptr<int32_t>();
-  o.kv_ranges = ranges.data_ptr<int32_t>();
+  o.kv_ranges = count_mode ? nullptr : ranges.data_ptr<int32_t>();
   o.kv_range_count = range_count.data_ptr<int32_t>();
   o.kv_columns = max_columns > 0 ? columns.data_ptr<int32_t>() : nullptr;
   o.kv_column_count = column_count.data_ptr<int32_t>();

@@ -1499,9 +1499,12 @@ static void fuzz_boundary(byte_reader *r, common_flags flags) {
     if (again != status) die("mmi_build_boundary_index: status %d with err, %d without", status, again);
   }
   {
+    /* kv_ranges and kv_columns both NULL: count mode (capacities ignored; mmi_boundary_index.h). */
+    const int count_mode = o.kv_ranges == NULL && o.kv_columns == NULL;
     const int sizes_ok = B > 0 && H > 0 && S > 0 && M > 0 && block_size_valid(p.block_q) &&
-                         block_size_valid(p.block_k) && R > 0 && p.max_columns >= 0 &&
-                         p.max_columns <= 16 && p.num_vertical >= 0 && p.num_slash >= 0;
+                         block_size_valid(p.block_k) &&
+                         (count_mode || (R > 0 && p.max_columns >= 0 && p.max_columns <= 16)) &&
+                         p.num_vertical >= 0 && p.num_slash >= 0;
     int values_ok = sizes_ok;
     for (int64_t i = 0; values_ok && i < B * S; ++i)
       values_ok = modality[i] >= 0 && modality[i] < M;
@@ -1521,7 +1524,8 @@ static void fuzz_boundary(byte_reader *r, common_flags flags) {
     }
     for (int64_t i = 0; values_ok && i < eb[3] * eh[3] * M; ++i)
       values_ok = padded_list_valid(vertical + i * NV, NV, S) && padded_list_valid(slash + i * NS, NS, S);
-    const int null_arg = flags.null_pointer >= 0 && flags.null_pointer != 5;
+    const int null_arg = flags.null_pointer >= 0 && flags.null_pointer != 5 &&
+                         !(flags.null_pointer == 6 && count_mode);
     expect_verdict("mmi_build_boundary_index", status, !null_arg && values_ok,
                    null_arg || !sizes_ok || (sizes_ok && !values_ok), &err);
   }
