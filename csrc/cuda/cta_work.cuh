@@ -18,20 +18,25 @@ struct CtaWork {
 
 #if defined(__CUDACC__)
 
-// CTA -> (b, h, query block). Query blocks are launched last-first (in causal patterns the later
-// blocks have the most keys, so the long CTAs start early), all heads of a block together (GQA
-// heads sharing K/V run side by side).
-__device__ __forceinline__ CtaWork cta_work(const mmi_attention_problem& p) {
+// Work item -> (b, h, query block). Query blocks run last-first (in causal patterns the later
+// blocks have the most keys, so the long items start early), all heads of a block together (GQA
+// heads sharing K/V run side by side). Items are numbered 0 .. batch * q_heads * num_q_blocks - 1:
+// one per CTA (cta_work), or several per persistent CTA in steps of gridDim.x.
+__device__ __forceinline__ CtaWork cta_work_item(const mmi_attention_problem& p, int item) {
   const int q_heads = static_cast<int>(p.q_heads);
   const int heads_total = static_cast<int>(p.batch) * q_heads;
-  const int wave = blockIdx.x / heads_total;
-  const int bh = blockIdx.x - wave * heads_total;
+  const int wave = item / heads_total;
+  const int bh = item - wave * heads_total;
   CtaWork w;
   w.qb = static_cast<int>(p.index.num_q_blocks) - 1 - wave;
   w.b = bh / q_heads;
   w.h = bh - w.b * q_heads;
   w.kv_h = w.h / (q_heads / static_cast<int>(p.kv_heads));
   return w;
+}
+
+__device__ __forceinline__ CtaWork cta_work(const mmi_attention_problem& p) {
+  return cta_work_item(p, static_cast<int>(blockIdx.x));
 }
 
 // query_pos[r] = original position of query slot qb * block_q + r (r < block_q), or -1 past the

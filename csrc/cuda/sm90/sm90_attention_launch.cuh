@@ -21,12 +21,14 @@ template <int kHeadDim, class Element>
 struct Sm90Kernel<Sm90Traits<kHeadDim>, Element> {
   static constexpr auto function = &sm90_attention_fwd_kernel<Sm90Traits<kHeadDim>, Element>;
   static constexpr int shared_bytes = sm90_shared_bytes<Sm90Traits<kHeadDim>>();
+  static constexpr bool persistent = false;  // one CTA per work item
 };
 template <int kHeadDim, class Element>
 struct Sm90Kernel<Sm90WsTraits<kHeadDim>, Element> {
   using Traits = Sm90WsTraits<kHeadDim>;
   static constexpr auto function = &sm90_ws_attention_fwd_kernel<Traits, Element>;
   static constexpr int shared_bytes = sm90_ws_shared_bytes<Traits>();
+  static constexpr bool persistent = true;  // one CTA per SM, looping over the work items
 };
 
 // Whether the kernel instantiation can run on `device` (compute capability 9.0 checked by the
@@ -75,10 +77,31 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
                                   cudaStream_t stream) {
   cudaError_t status = prepare_sm90_kernel<Traits, Element>(device);
   if (status != cudaSuccess) return status;
-  const int64_t ctas = problem.batch * problem.q_heads * problem.index.num_q_blocks;
-  Sm90Kernel<Traits, Element>::function<<<static_cast<unsigned>(ctas), Traits::kThreads,
-                                          Sm90Kernel<Traits, Element>::shared_bytes, stream>>>(
-      problem);
+  using Kernel = Sm90Kernel<Traits, Element>;
+  const int64_t items = problem.batch * problem.q_heads * problem.index.num_q_blocks;
+  int64_t ctas = items;
+  if (Kernel::persistent) {
+    int sms = 0;
+    status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (status != cudaSuccess) return status;
+    if (sms > 0 && ctas > sms) ctas = sms;  // the kernel fits one CTA per SM
+  }
+  if constexpr (Kernel::persistent) {
+    KvTensorMaps maps{};
+    maps.enabled =
+        encode_kv_tensor_map(&maps.k, problem.k, problem.batch, problem.kv_heads, problem.seq_k,
+                             problem.head_dim, problem.k_stride_b, problem.k_stride_h,
+                             problem.k_stride_s, &maps.seq_dim, &maps.head_dim,
+                             &maps.batch_dim) &&
+        encode_kv_tensor_map(&maps.v, problem.v, problem.batch, problem.kv_heads, problem.seq_k,
+                             problem.head_dim, problem.v_stride_b, problem.v_stride_h,
+                             problem.v_stride_s, &maps.seq_dim, &maps.head_dim, &maps.batch_dim);
+    Kernel::function<<<static_cast<unsigned>(ctas), Traits::kThreads, Kernel::shared_bytes,
+                       stream>>>(problem, maps);
+  } else {
+    Kernel::function<<<static_cast<unsigned>(ctas), Traits::kThreads, Kernel::shared_bytes,
+                       stream>>>(problem);
+  }
   return cudaGetLastError();
 }
 

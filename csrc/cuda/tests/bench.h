@@ -1,5 +1,7 @@
 // Timing mode: full-density causal attention (one range per query block up to its causal limit),
-// B = 1, Hq = 28, Hkv = 4, D = 128, bfloat16, block_q 128, q/k/v/out stored (B, S, H, D).
+// B = 1, Hq = 28, Hkv = 4, D = 128, bfloat16, block_q 128, q/k/v/out stored (B, S, H, D); then the
+// entry point alone on the A-shape index of benchmarks/kernels.py at S = 128K (sink 1024 + local
+// 4096 keys, causal), where each query block has few tiles and per-block overheads show.
 // Times the C entry point (the kernel it picks is printed) and, launched directly: the mma.sync
 // kernel's shipped configuration (what MMI_CUDA_FORCE_MMA_SYNC=1 runs), an alternative tile
 // configuration of it, and the sm_90a wgmma kernel (csrc/cuda/sm90/; only on compute capability 9.0
@@ -131,11 +133,17 @@ inline int run_bench() {
               (long long)kHeads, (long long)kKvHeads, (long long)kBlockQ);
 
   // D = 128: every variant; D = 64: the entry point only (the direct launchers are D = 128's).
-  for (const int64_t kDim : {128, 64})
-  for (const int64_t seq : {16384, 32768}) {
-    for (const bool causal : {true, false}) {
-      if (!causal && seq != 16384) continue;
-      if (kDim == 64 && (seq != 32768 || !causal)) continue;
+  struct Case {
+    int64_t dim, seq;
+    bool causal, a_shape;
+  };
+  const Case cases[] = {{128, 16384, true, false}, {128, 16384, false, false},
+                        {128, 32768, true, false}, {64, 32768, true, false},
+                        {128, 131072, true, true}};
+  for (const Case& c : cases) {
+    {
+      const int64_t kDim = c.dim, seq = c.seq;
+      const bool causal = c.causal;
       const TensorLayout q_layout = TensorLayout::make(1, kHeads, seq, kDim, true);
       const TensorLayout kv_layout = TensorLayout::make(1, kKvHeads, seq, kDim, true);
       DeviceBuffer<uint16_t> q, k, v, out;
@@ -150,12 +158,28 @@ inline int run_bench() {
       fill_bf16<<<1024, 256>>>(v.get(), kv_layout.elements, 3);
       HARNESS_CUDA_CHECK(cudaGetLastError());
 
-      // One range per query block, [0, causal limit of its last row), shared by all heads.
+      // Full density: one range per query block, [0, causal limit of its last row). A-shape:
+      // [0, 1024) and the 64-key-aligned window reaching 4096 keys back from the block's first
+      // row, merged when they touch. Shared by all heads.
+      constexpr int64_t kSink = 1024, kLocal = 4096, kBlockK = 64;
       const int64_t nqb = (seq + kBlockQ - 1) / kBlockQ;
-      std::vector<int32_t> ranges(nqb * 2), counts(nqb, 1);
+      std::vector<int32_t> ranges(nqb * 4), counts(nqb, 1);
+      double kept_pairs = 0;  // (query, key) pairs of the listed ranges, causality not subtracted
       for (int64_t qb = 0; qb < nqb; ++qb) {
-        ranges[2 * qb] = 0;
-        ranges[2 * qb + 1] = static_cast<int32_t>(causal ? std::min((qb + 1) * kBlockQ, seq) : seq);
+        const int64_t end = causal ? std::min((qb + 1) * kBlockQ, seq) : seq;
+        const int64_t local = std::max<int64_t>(0, (qb * kBlockQ - kLocal) / kBlockK * kBlockK);
+        int32_t* r = &ranges[4 * qb];
+        if (!c.a_shape || local <= kSink) {
+          r[0] = 0;
+          r[1] = static_cast<int32_t>(end);
+        } else {
+          r[0] = 0;
+          r[1] = static_cast<int32_t>(kSink);
+          r[2] = static_cast<int32_t>(local);
+          r[3] = static_cast<int32_t>(end);
+          counts[qb] = 2;
+        }
+        for (int32_t i = 0; i < counts[qb]; ++i) kept_pairs += double(r[2 * i + 1] - r[2 * i]) * kBlockQ;
       }
       DeviceBuffer<int32_t> d_ranges(ranges), d_counts(counts);
 
@@ -181,16 +205,18 @@ inline int run_bench() {
       p.causal = causal ? 1 : 0;
       p.index.block_q = kBlockQ;
       p.index.num_q_blocks = nqb;
-      p.index.max_ranges = 1;
+      p.index.max_ranges = 2;
       p.index.kv_ranges = d_ranges.get();
       p.index.kv_range_count = d_counts.get();
 
-      const double flops = (causal ? 2.0 : 4.0) * seq * seq * kDim * kHeads;
-      std::printf("S=%-6lld %-10s D=%lld entry point runs: %s\n", (long long)seq,
-                  causal ? "causal" : "non-causal", (long long)kDim,
-                  mmi_sparse_attention_cuda_kernel_name(&p));
+      // Dense: the causal half; A-shape: every listed pair (the kept tiles' work).
+      const double flops = c.a_shape ? 4.0 * kept_pairs * kDim * kHeads
+                                     : (causal ? 2.0 : 4.0) * seq * seq * kDim * kHeads;
+      const char* pattern = c.a_shape ? "A-shape" : causal ? "causal" : "non-causal";
+      std::printf("S=%-6lld %-10s D=%lld entry point runs: %s\n", (long long)seq, pattern,
+                  (long long)kDim, mmi_sparse_attention_cuda_kernel_name(&p));
       for (const Variant& variant : variants) {
-        if (kDim != 128 && &variant != &variants[0]) continue;
+        if ((kDim != 128 || c.a_shape) && &variant != &variants[0]) continue;
         const cudaError_t launched = variant.launch(p);
         if (launched != cudaSuccess) {
           (void)cudaGetLastError();
@@ -200,8 +226,7 @@ inline int run_bench() {
         const double ms = median_ms([&] { variant.launch(p); }, 3, 20);
         HARNESS_CUDA_CHECK(cudaGetLastError());
         std::printf("S=%-6lld %-10s D=%-3lld %-40s %9.3f ms %7.1f TFLOP/s\n", (long long)seq,
-                    causal ? "causal" : "non-causal", (long long)kDim, variant.name, ms,
-                    flops / (ms * 1e-3) / 1e12);
+                    pattern, (long long)kDim, variant.name, ms, flops / (ms * 1e-3) / 1e12);
       }
     }
   }

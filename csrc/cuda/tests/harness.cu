@@ -121,6 +121,10 @@ std::vector<CaseSpec> small_suite() {
            P::kNone, false, 34),
       spec("small random", fp, 1, 2, 1, 300, 300, 128, 128, false, I::kRandom, P::kQuery, false,
            35),
+      // 2 x 8 x 9 = 144 work items: more than an H100 / H200 has SMs, so the persistent sm_90a
+      // kernel's CTAs run several items each (Q buffers and the stage ring reused across items).
+      spec("small random, multi-item", bf, 2, 8, 2, 1100, 1100, 128, 128, true, I::kRandom,
+           P::kBoth, true, 36),
   };
 }
 
