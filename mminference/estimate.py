@@ -27,8 +27,9 @@ def vertical_slash_from_scores(vertical_score: torch.Tensor, slash_score: torch.
     vertical_score[..., :force_sink] = float("inf")
     slash_score[..., :force_local] = float("inf")
     nv, ns = min(num_vertical, seq_k), min(num_slash, seq_k)
-    vertical = torch.topk(vertical_score, nv, dim=-1).indices.sort(dim=-1).values
-    slash = torch.topk(slash_score, ns, dim=-1).indices.sort(dim=-1).values
+    # Unsorted selection: the indices are sorted by position below anyway.
+    vertical = torch.topk(vertical_score, nv, dim=-1, sorted=False).indices.sort(dim=-1).values
+    slash = torch.topk(slash_score, ns, dim=-1, sorted=False).indices.sort(dim=-1).values
     return vertical.to(torch.int32), slash.to(torch.int32)
 
 

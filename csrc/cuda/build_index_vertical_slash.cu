@@ -8,6 +8,13 @@
 // slashes per step with ballots. Coverage of a vertical v is decided without the merged ranges:
 // v lies in the aligned range of slash d iff a_lo - (v/bk + 1) * bk < d <= a_hi - (v/bk) * bk,
 // one binary search in the sorted slash list, plus the capacity cap's extended last range.
+//
+// Slash runs: in a full query block (block_q rows) the key ranges of two slashes d1 < d2 overlap or
+// touch iff d2 - d1 <= block_q, whatever the block. A CTA therefore first groups its head's
+// slash list into runs (consecutive gaps <= block_q); a full block then visits one range per causal
+// run (its union, aligned) instead of one per slash: a few steps where 4096 slashes took 128. The
+// merged ranges are the same, since aligning a union of touching ranges gives the union of the
+// aligned ones. The last, partial block of a sequence keeps the per-slash visit.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -26,6 +33,7 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kQueryBlocksPerCta = 32;         // 4 per warp: the staged slash list is reused
 constexpr int64_t kSharedSlashCapacity = 12288;  // 48 KB of int32; longer lists stay in global
+constexpr int64_t kSharedRunCapacity = 4096;     // slash list + run bounds: 48 KB of int32
 constexpr int kCheckThreads = 256;
 constexpr int kMaxCheckBlocks = 1024;
 
@@ -50,17 +58,26 @@ struct VerticalSlashParams {
   int seq_q, block_q, offset;
   BlockRounding block_k;
   bool slash_in_shared;
+  bool use_runs;  // slash runs staged in shared memory too (num_slash <= kSharedRunCapacity)
+};
+
+// A head's slash runs (shared memory): run r spans distances [first[r], last[r]].
+struct SlashRuns {
+  const int32_t* first;
+  const int32_t* last;
+  int count;
 };
 
 struct KeyRange {
   int start, end;  // empty when start >= end
 };
 
-// align(a_lo - d, a_hi - d + 1, block_k, limit) of the C core, for one slash distance d.
-__device__ __forceinline__ KeyRange slash_key_range(int d, int a_lo, int a_hi, int limit,
-                                                    BlockRounding block_k) {
-  const long long lo = max(static_cast<long long>(a_lo) - d, 0LL);
-  const long long hi = min(static_cast<long long>(a_hi) - d + 1, static_cast<long long>(limit));
+// align(a_lo - d, a_hi - d + 1, block_k, limit) of the C core, for one slash distance d, or the
+// union over the slashes of a run spanning distances [d_lo, d_hi].
+__device__ __forceinline__ KeyRange slash_key_range(int d_lo, int d_hi, int a_lo, int a_hi,
+                                                    int limit, BlockRounding block_k) {
+  const long long lo = max(static_cast<long long>(a_lo) - d_hi, 0LL);
+  const long long hi = min(static_cast<long long>(a_hi) - d_lo + 1, static_cast<long long>(limit));
   if (lo >= hi) return {0, 0};
   // lo < hi <= limit < 2^31, so hi + block_k - 1 fits in 32 unsigned bits.
   const unsigned start = block_k.floor(static_cast<unsigned>(lo));
@@ -89,9 +106,48 @@ __device__ __forceinline__ bool covered_by_slash(const int32_t* slash, int n_cau
   return first < n_causal && slash[first] <= d_hi;
 }
 
+// Groups the CTA's slash list slash[0, n) into runs of consecutive gaps <= gap (all threads of
+// the CTA; first / last hold n entries). Returns the run count.
+__device__ int build_slash_runs(const int32_t* slash, int n, int gap, int32_t* first,
+                                int32_t* last) {
+  __shared__ int warp_totals[kWarps];
+  const int per_thread = (n + kThreads - 1) / kThreads;
+  const int begin = min(static_cast<int>(threadIdx.x) * per_thread, n);
+  const int end = min(begin + per_thread, n);
+  auto opens_run = [&](int i) {
+    return i == 0 || static_cast<long long>(slash[i]) - slash[i - 1] > gap;
+  };
+  int heads = 0;
+  for (int i = begin; i < end; ++i) heads += opens_run(i) ? 1 : 0;
+  // Exclusive prefix sum of heads over the CTA's threads.
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int inclusive = heads;
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const int other = __shfl_up_sync(kFullMask, inclusive, offset);
+    if (lane >= offset) inclusive += other;
+  }
+  if (lane == 31) warp_totals[warp] = inclusive;
+  __syncthreads();
+  int before = inclusive - heads;
+  int total = 0;
+  for (int w = 0; w < kWarps; ++w) {
+    if (w < warp) before += warp_totals[w];
+    total += warp_totals[w];
+  }
+  for (int i = begin, r = before; i < end; ++i) {
+    if (!opens_run(i)) continue;
+    first[r] = slash[i];
+    if (r > 0) last[r - 1] = slash[i - 1];
+    ++r;
+  }
+  if (threadIdx.x == 0 && total > 0) last[total - 1] = slash[n - 1];
+  __syncthreads();
+  return total;
+}
+
 // The whole index of one (b, h, query block), by one warp.
 __device__ void build_query_block(const VerticalSlashParams& p, int64_t bh, int qb,
-                                  const int32_t* slash) {
+                                  const int32_t* slash, const SlashRuns& runs) {
   const int lane = threadIdx.x & 31;
   const unsigned lanes_below = (1u << lane) - 1u;
   const int64_t cell = bh * p.num_q_blocks + qb;
@@ -102,16 +158,24 @@ __device__ void build_query_block(const VerticalSlashParams& p, int64_t bh, int 
   const int max_ranges = p.max_ranges;
   int32_t* out_ranges = p.ranges + cell * max_ranges * 2;
 
-  // Slashes with d > a_hi give empty ranges; the causal ones are slash[0, n_causal).
+  // Slashes with d > a_hi give empty ranges; the causal ones are slash[0, n_causal). A full
+  // block visits the causal runs instead (the last one cut at the largest causal slash).
   const int n_causal = count_at_most(slash, p.num_slash, a_hi);
+  const bool by_runs = p.use_runs && limit - a_lo == p.block_q;
+  const int n_items = by_runs ? count_at_most(runs.first, runs.count, a_hi) : n_causal;
+  const int largest_causal = n_causal > 0 ? slash[n_causal - 1] : 0;
   int merged = 0;        // merged ranges opened so far
   int open_end = -1;     // end of the last merged range (still open), -1 before the first
   int capped_start = 0;  // start of merged range max_ranges - 1 (the one the cap extends)
-  for (int step = 0; step < n_causal; step += 32) {
-    const int t = step + lane;  // visit order: t-th largest causal distance
-    const KeyRange r = t < n_causal
-                           ? slash_key_range(slash[n_causal - 1 - t], a_lo, a_hi, limit, p.block_k)
-                           : KeyRange{0, 0};
+  for (int step = 0; step < n_items; step += 32) {
+    const int t = step + lane;  // visit order: t-th largest causal distance (or run)
+    KeyRange r{0, 0};
+    if (t < n_items) {
+      const int item = n_items - 1 - t;
+      const int d_lo = by_runs ? runs.first[item] : slash[item];
+      const int d_hi = by_runs ? min(runs.last[item], largest_causal) : d_lo;
+      r = slash_key_range(d_lo, d_hi, a_lo, a_hi, limit, p.block_k);
+    }
     int previous_end = __shfl_up_sync(kFullMask, r.end, 1);
     if (lane == 0) previous_end = open_end;
     const bool opens = r.start < r.end && r.start > previous_end;
@@ -131,7 +195,7 @@ __device__ void build_query_block(const VerticalSlashParams& p, int64_t bh, int 
       out_ranges[2 * (merged - 1) + 1] = first_opener > 0 ? end_before_first : open_end;
     const unsigned cap_opener = __ballot_sync(kFullMask, opens && index == max_ranges - 1);
     if (cap_opener != 0) capped_start = __shfl_sync(kFullMask, r.start, __ffs(cap_opener) - 1);
-    const int last_lane = min(31, n_causal - 1 - step);
+    const int last_lane = min(31, n_items - 1 - step);
     open_end = max(open_end, __shfl_sync(kFullMask, r.end, last_lane));
     merged += __popc(openers);
   }
@@ -166,7 +230,8 @@ __device__ void build_query_block(const VerticalSlashParams& p, int64_t bh, int 
 }
 
 __global__ void __launch_bounds__(kThreads) build_vertical_slash_kernel(const VerticalSlashParams p) {
-  extern __shared__ int32_t staged_slash[];  // [NS] when p.slash_in_shared
+  // [NS] when p.slash_in_shared, then run firsts [NS] and lasts [NS] when p.use_runs
+  extern __shared__ int32_t staged_slash[];
   const int64_t bh = blockIdx.x / p.ctas_per_head;
   const int first_qb = static_cast<int>(blockIdx.x % p.ctas_per_head) * kQueryBlocksPerCta;
   const int32_t* slash = p.slash + bh * p.num_slash;
@@ -175,9 +240,15 @@ __global__ void __launch_bounds__(kThreads) build_vertical_slash_kernel(const Ve
     __syncthreads();
     slash = staged_slash;
   }
+  SlashRuns runs{nullptr, nullptr, 0};
+  if (p.use_runs) {
+    int32_t* first = staged_slash + p.num_slash;
+    int32_t* last = first + p.num_slash;
+    runs = {first, last, build_slash_runs(slash, p.num_slash, p.block_q, first, last)};
+  }
   const int end_qb = min(first_qb + kQueryBlocksPerCta, p.num_q_blocks);
   for (int qb = first_qb + static_cast<int>(threadIdx.x >> 5); qb < end_qb; qb += kWarps)
-    build_query_block(p, bh, qb, slash);
+    build_query_block(p, bh, qb, slash, runs);
 }
 
 // Device-side version of the C core's list validation: key (bh * 2 + list) << 32 | i orders
@@ -301,12 +372,20 @@ extern "C" int mmi_build_vertical_slash_index_cuda(
   p.block_k.power_of_two = (block_k & (block_k - 1)) == 0;
   p.offset = static_cast<int>(seq_k - seq_q);
   p.slash_in_shared = num_slash > 0 && num_slash <= kSharedSlashCapacity;
+  p.use_runs = num_slash > 0 && num_slash <= kSharedRunCapacity;
   const int64_t ctas = lists * p.ctas_per_head;
   if (ctas > INT32_MAX)
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
                          "batch x heads x query blocks is too large for the CUDA grid (%lld CTAs)",
                          (long long)ctas);
-  const size_t shared_bytes = p.slash_in_shared ? sizeof(int32_t) * num_slash : 0;
+  const size_t shared_bytes =
+      sizeof(int32_t) * num_slash * (p.use_runs ? 3 : p.slash_in_shared ? 1 : 0);
+  // The staged lists plus the kernel's static scan slots can pass the 48 KB default.
+  cuda_status = cudaFuncSetAttribute(build_vertical_slash_kernel,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(shared_bytes));
+  if (cuda_status != cudaSuccess)
+    return device_error(cuda_status, "cudaFuncSetAttribute(vertical-slash builder)", err);
   build_vertical_slash_kernel<<<static_cast<unsigned>(ctas), kThreads, shared_bytes,
                                 cuda_stream>>>(p);
   cuda_status = cudaGetLastError();

@@ -85,14 +85,19 @@ inline bool encode_kv_tensor_map(CUtensorMap* map, const void* base, int64_t bat
                               const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
                               const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
                               CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  void* function = nullptr;
-  cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
-                                       cudaEnableDefault, &found) != cudaSuccess ||
-      found != cudaDriverEntryPointSuccess || function == nullptr) {
-    (void)cudaGetLastError();
-    return false;
-  }
+  // Looked up once per process (thread-safe static initialisation); null when unavailable.
+  static const Encode encode = []() -> Encode {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
+                                         cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    return reinterpret_cast<Encode>(function);
+  }();
+  if (encode == nullptr) return false;
   // Outer dimensions by increasing stride; a size-1 dimension's stride is never used, so it
   // gets one past the largest extent (TMA wants non-decreasing strides, multiples of 16 bytes).
   struct Outer {
@@ -122,7 +127,7 @@ inline bool encode_kv_tensor_map(CUtensorMap* map, const void* base, int64_t bat
       *batch_dim = i + 1;
     }
   }
-  const CUresult status = reinterpret_cast<Encode>(function)(
+  const CUresult status = encode(
       map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, const_cast<void*>(base), sizes, strides, box,
       element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
