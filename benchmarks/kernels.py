@@ -87,7 +87,7 @@ def online_index_ms(pattern: str, q: torch.Tensor, k: torch.Tensor) -> float | N
                                                   max_ranges=8)
     elif pattern == "grid":
         def build():
-            column_mass, _ = ops.estimate_vertical_slash_scores(q, k)
+            column_mass = ops.estimate_vertical_scores(q, k)  # the grid needs no diagonal sums
             stride, phase = estimate.grid_from_scores(column_mass, (0, seq), [64, 128, 256, 512, 1024])
             return ops.build_grid_index(stride, phase, seq, block_q=BLOCK_Q, block_k=BLOCK_K, local=GRID_LOCAL)
     else:

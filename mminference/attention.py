@@ -8,7 +8,9 @@ Estimation (never O(S^2) memory: `ops.estimate_vertical_slash_scores` keeps O(B 
   - AShape / VerticalSlash / Auto shares: the last `last` queries of the whole sequence.
   - Grid detection: the gridded modality's own last queries (query_end = end of its last segment),
     folded over its tokens (ranks among the modality, so a video split by timestamps keeps its
-    stride) by `estimate.grid_from_scores`.
+    stride) by `estimate.grid_from_scores`. It reads only the column mass, so unless both scores
+    of that query_end are needed anyway it is estimated alone (`ops.estimate_vertical_scores`,
+    no diagonal sums); grid indexes are built after the others to reuse such a full estimate.
   - Q-/2D-boundary: per query modality, that modality's own last queries (its vertical / slash lists),
     and the grid of every gridded modality as above.
 
@@ -52,17 +54,30 @@ class HeadChoice:
 
 
 class _Scores:
-    """Cached last-query estimates `(B, Hq, S)` per query_end."""
+    """Cached last-query estimates `(B, Hq, S)` per query_end: vertical and slash scores
+    (`scores(query_end)`), or the vertical ones alone (`scores.vertical(query_end)`: from the cached
+    pair when there is one, else estimated without the diagonal sums). Callers needing both at a
+    query_end should ask first, or the vertical-only estimate there is computed in vain."""
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, last: int, scale: float):
         self.q, self.k, self.last, self.scale = q, k, last, scale
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._vertical_only: dict[int, torch.Tensor] = {}
 
     def __call__(self, query_end: int) -> tuple[torch.Tensor, torch.Tensor]:
         if query_end not in self._cache:
             self._cache[query_end] = ops.estimate_vertical_slash_scores(
                 self.q, self.k, last=self.last, query_end=query_end, scale=self.scale)
+            self._vertical_only.pop(query_end, None)
         return self._cache[query_end]
+
+    def vertical(self, query_end: int) -> torch.Tensor:
+        if query_end in self._cache:
+            return self._cache[query_end][0]
+        if query_end not in self._vertical_only:
+            self._vertical_only[query_end] = ops.estimate_vertical_scores(
+                self.q, self.k, last=self.last, query_end=query_end, scale=self.scale)
+        return self._vertical_only[query_end]
 
 
 def _gridded_modality(layout: Optional[ModalityLayout]) -> Optional[Modality]:
@@ -99,7 +114,7 @@ def _detect_grid(scores: _Scores, layout: Optional[ModalityLayout], modality: Op
         spans = layout.spans(modality)
         positions = torch.cat([torch.arange(s, e) for s, e in spans])
         query_end, tpf = spans[-1][1], layout.tokens_per_frame(modality)
-    vertical_score, _ = scores(query_end)
+    vertical_score = scores.vertical(query_end)
     mass = vertical_score if positions is None else vertical_score[..., positions.to(vertical_score.device)]
     span = (0, mass.shape[-1])
     strides = candidate_strides(grid, tpf, span[1])
@@ -169,14 +184,6 @@ def _build_boundary(pattern: Union[QBoundary, TwoDBoundary], heads: list[int], s
     pair_table = ops.pair_pattern(table, NUM_MODALITIES)
     g, m_count = len(heads), NUM_MODALITIES
     int32 = dict(dtype=torch.int32)
-    grid_stride = torch.zeros((batch, g, m_count), **int32)
-    grid_phase = torch.zeros((batch, g, m_count), **int32)
-    grids = [p for p in inner.values() if isinstance(p, Grid)]
-    if grids:
-        for m in (Modality.TEXT, Modality.IMAGE, Modality.VIDEO):
-            if layout.spans(m) and layout.tokens_per_frame(m):
-                stride, phase, _ = _detect_grid(scores, layout, m, grids[0], seq)
-                grid_stride[..., m], grid_phase[..., m] = stride[:, heads].cpu(), phase[:, heads].cpu()
     vs_by_mq: dict[int, VerticalSlash] = {}
     for (mq, _), p in inner.items():
         if isinstance(p, VerticalSlash):
@@ -194,6 +201,15 @@ def _build_boundary(pattern: Union[QBoundary, TwoDBoundary], heads: list[int], s
                                                        p.num_slash, p.force_sink, p.force_local)
         vertical[:, :, mq, : vert.shape[-1]] = vert.cpu()
         slash[:, :, mq, : sl.shape[-1]] = sl.cpu()
+    # Grids after the vertical-slash lists: a modality's column mass reuses their full estimate.
+    grid_stride = torch.zeros((batch, g, m_count), **int32)
+    grid_phase = torch.zeros((batch, g, m_count), **int32)
+    grids = [p for p in inner.values() if isinstance(p, Grid)]
+    if grids:
+        for m in (Modality.TEXT, Modality.IMAGE, Modality.VIDEO):
+            if layout.spans(m) and layout.tokens_per_frame(m):
+                stride, phase, _ = _detect_grid(scores, layout, m, grids[0], seq)
+                grid_stride[..., m], grid_phase[..., m] = stride[:, heads].cpu(), phase[:, heads].cpu()
     modality = layout.modality_ids().expand(batch, seq).contiguous()
     index, _ = ops.build_boundary_index(modality, pair_table, grid_stride=grid_stride, grid_phase=grid_phase,
                                         vertical=vertical, slash=slash, num_modalities=m_count,
@@ -313,6 +329,8 @@ def build_layout_index(q: torch.Tensor, k: torch.Tensor, layout, head_config="au
                 break
         else:
             groups.append((choice.pattern, [h]))
+    # Grid groups last: their column mass then reuses a full estimate of the same query_end.
+    groups.sort(key=lambda group: isinstance(group[0], Grid))
     parts = [(hs, build_head_index(p, hs, scores, layout, batch, seq, block_q, block_k)) for p, hs in groups]
     return combine_indexes(parts, batch, heads, seq, seq, q.device), choices
 

@@ -2,16 +2,25 @@
 
 Every pattern's index is estimated from the input itself: `ops.estimate_vertical_slash_scores`
 reduces softmax(Q[-L:] K^T / sqrt(d)) of the last L (64) queries to per-key (vertical) and
-per-diagonal (slash) mass, `(B, Hq, Sk)` each, never storing L x Sk. This module picks top-k lists
-and grid strides from those scores."""
+per-diagonal (slash) mass, `(B, Hq, Sk)` each, never storing L x Sk; grids read only the per-key
+mass (`column_mass`, which skips the diagonal sums). This module picks top-k lists and grid strides
+from those scores."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from . import ops
+
+
+def column_mass(q: torch.Tensor, k: torch.Tensor, *, last: int = 64, query_end: Optional[int] = None,
+                scale: Optional[float] = None) -> torch.Tensor:
+    """Per-key attention mass float32 `(B, Hq, Sk)` of the `last` queries ending at `query_end`:
+    the `vertical_score` of `ops.estimate_vertical_slash_scores` without its diagonal sums
+    (`ops.estimate_vertical_scores`), all that `grid_from_scores` / `detect_grid` need."""
+    return ops.estimate_vertical_scores(q, k, last=last, query_end=query_end, scale=scale)
 
 
 def vertical_slash_from_scores(vertical_score: torch.Tensor, slash_score: torch.Tensor, num_vertical: int,

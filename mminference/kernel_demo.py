@@ -40,7 +40,7 @@ def run_kernel_demo(frames: int = 16, tokens_per_frame: int = 256, heads: int = 
     start = time.perf_counter()
     vertical_score, slash_score = ops.estimate_vertical_slash_scores(q, k)
     vertical, slash = estimate.vertical_slash_from_scores(vertical_score, slash_score, num_vertical=128, num_slash=32)
-    video_columns, _ = ops.estimate_vertical_slash_scores(q, k, query_end=prompt.video_span[1])
+    video_columns = ops.estimate_vertical_scores(q, k, query_end=prompt.video_span[1])
     stride, phase = estimate.grid_from_scores(
         video_columns, prompt.video_span, candidate_strides=[64, 128, tokens_per_frame, 2 * tokens_per_frame])
     estimate_seconds = time.perf_counter() - start

@@ -185,6 +185,24 @@ def _estimate_vertical_slash_scores_fake(q, k, last, query_end, scale):
     return q.new_empty(shape, dtype=torch.float32), q.new_empty(shape, dtype=torch.float32)
 
 
+def estimate_vertical_scores(
+    q: torch.Tensor, k: torch.Tensor, *, last: int = 64, query_end: Optional[int] = None,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """`estimate_vertical_slash_scores` without the diagonal sums: only float32 `vertical_score
+    (B, Hq, Sk)`, the same values (the column mass a grid's stride detection reads). Cheaper:
+    no slash output, and the CUDA kernel's second pass forms no diagonal sums."""
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    query_end = q.shape[2] if query_end is None else query_end
+    return _ops.estimate_vertical_scores(q, k, min(last, query_end), query_end, float(scale))
+
+
+@torch.library.register_fake("mminference::estimate_vertical_scores")
+def _estimate_vertical_scores_fake(q, k, last, query_end, scale):
+    return q.new_empty((q.shape[0], q.shape[1], k.shape[2]), dtype=torch.float32)
+
+
 def build_modality_permutation(modality: torch.Tensor, num_modalities: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stable grouping of positions by modality id.
 

@@ -29,6 +29,7 @@ OP_SAMPLES = {
         torch.tensor([[[0, 5, 77]]], dtype=torch.int32), torch.tensor([[[0, 40]]], dtype=torch.int32),
         200, 200, 64, 32, 2),
     "estimate_vertical_slash_scores": lambda: (torch.randn(1, 4, 90, 64), torch.randn(1, 2, 120, 64), 16, 80, 0.125),
+    "estimate_vertical_scores": lambda: (torch.randn(1, 4, 90, 64), torch.randn(1, 2, 120, 64), 16, 80, 0.125),
     "build_grid_index": lambda: (torch.tensor([[16]], dtype=torch.int32), torch.tensor([[3]], dtype=torch.int32),
                                  200, 64, 32, 10, 190, 4, 50, True, True),
     "build_modality_permutation": lambda: (torch.tensor([[0, 1, 1, 0, 2]], dtype=torch.int32), 3),
@@ -76,10 +77,11 @@ def test_fullgraph_compile_of_a_function_calling_the_ops():
         grid = ops.build_grid_index(stride, phase, q.shape[2], block_q=64, block_k=32, local=40)
         vs = ops.build_vertical_slash_index(vertical, slash, q.shape[2], k.shape[2], block_q=64, block_k=32)
         vertical_score, slash_score = ops.estimate_vertical_slash_scores(q, k, last=16)
+        column_mass = ops.estimate_vertical_scores(q, k, last=8, query_end=100)
         boundary, _ = ops.build_boundary_index(modality, pattern, grid_stride=grid_stride,
                                                block_q=64, block_k=32)
         return (mmi.sparse_attention(q, k, v, grid) + mmi.sparse_attention(q, k, v, vs)
-                + mmi.sparse_attention(q, k, v, boundary) + vertical_score.sum())
+                + mmi.sparse_attention(q, k, v, boundary) + vertical_score.sum() + column_mass.sum())
 
     stride = torch.tensor([[7, 10, 3, 5]], dtype=torch.int32)
     phase = torch.tensor([[1, 0, 2, 4]], dtype=torch.int32)

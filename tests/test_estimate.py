@@ -52,6 +52,49 @@ def test_estimate_rejects_bad_arguments():
         ops.estimate_vertical_slash_scores(q, k.double())
 
 
+VERTICAL_ONLY_CASES = [
+    # batch, q_heads, kv_heads, seq_q, seq_k, dim, last, query_end
+    (2, 6, 2, 101, 101, 64, 64, 101),   # GQA group 3, odd length
+    (1, 7, 1, 37, 203, 80, 13, 29),     # Sq < Sk, estimating rows end before Sq
+    (2, 4, 4, 1, 9, 32, 1, 1),          # one query against a few keys
+    (1, 3, 3, 64, 64, 128, 64, 64),     # every query estimates
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", VERTICAL_ONLY_CASES, ids=str)
+def test_vertical_scores_only(case, dtype):
+    """The vertical-only op gives the full op's vertical scores bit for bit, and the float64
+    re-derivation's column sums."""
+    batch, q_heads, kv_heads, seq_q, seq_k, dim, last, query_end = case
+    gen = torch.Generator().manual_seed(sum(case))
+    # q as transformers passes it: a (B, S, H, D) buffer seen as (B, H, S, D).
+    q = torch.randn(batch, seq_q, q_heads, dim, generator=gen).to(dtype).transpose(1, 2)
+    k = torch.randn(batch, kv_heads, seq_k, dim, generator=gen)
+    k[:, :, ::7] *= 3.0  # a few strong keys so the softmax is not flat
+    k = k.to(dtype)
+    vertical = ops.estimate_vertical_scores(q, k, last=last, query_end=query_end)
+    assert vertical.shape == (batch, q_heads, seq_k) and vertical.dtype == torch.float32
+    full_vertical, _ = ops.estimate_vertical_slash_scores(q, k, last=last, query_end=query_end)
+    assert torch.equal(vertical, full_vertical)
+    ref_vertical, _ = _reference_scores(q, k, last, query_end)
+    torch.testing.assert_close(vertical.double(), ref_vertical, atol=1e-4, rtol=1e-4)
+    assert torch.equal(estimate.column_mass(q, k, last=last, query_end=query_end), vertical)
+
+
+def test_vertical_scores_only_defaults_and_errors():
+    q, k = torch.randn(1, 4, 90, 64), torch.randn(1, 2, 120, 64)
+    # last is capped at query_end; the default scale is 1 / sqrt(D).
+    torch.testing.assert_close(ops.estimate_vertical_scores(q, k, last=100, query_end=40),
+                               ops.estimate_vertical_slash_scores(q, k, last=40, query_end=40)[0], atol=0, rtol=0)
+    torch.testing.assert_close(ops.estimate_vertical_scores(q, k, scale=0.125),
+                               ops.estimate_vertical_scores(q, k), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="query_end"):
+        ops.estimate_vertical_scores(q, k, query_end=91)
+    with pytest.raises(TypeError, match="k: dtype"):
+        ops.estimate_vertical_scores(q, k.double())
+
+
 def test_vertical_slash_pickers_force_sink_and_local():
     vertical_score = torch.zeros(1, 1, 500)
     slash_score = torch.zeros(1, 1, 500)

@@ -123,6 +123,23 @@ def test_estimate_matches_cpu(case, dtype):
     torch.testing.assert_close(got_slash.sum(-1).double().cpu(), mass, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", ESTIMATE_CASES + [(1, 6, 2, 77, 333, 128, 64, 77)], ids=str)
+def test_vertical_scores_only_match_full_and_cpu(case, dtype):
+    """Without slash scores the kernel's vertical-only pass 2 gives the full pass's vertical
+    scores (same column-sum code) and the CPU's to 1e-3."""
+    q, k, last, query_end = _estimate_inputs(case, dtype, seed=sum(case) + 1)
+    q_gpu, k_gpu = q.cuda(), k.cuda()
+    got = ops.estimate_vertical_scores(q_gpu, k_gpu, last=last, query_end=query_end)
+    assert got.is_cuda and got.dtype == torch.float32 and got.shape == (q.shape[0], q.shape[1], k.shape[2])
+    full, _ = ops.estimate_vertical_slash_scores(q_gpu, k_gpu, last=last, query_end=query_end)
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-6)  # expected exact
+    want = ops.estimate_vertical_scores(q, k, last=last, query_end=query_end)
+    torch.testing.assert_close(got.cpu(), want, atol=1e-3, rtol=0)
+    mass = torch.full(got.shape[:2], float(last), dtype=torch.float64)
+    torch.testing.assert_close(got.sum(-1).double().cpu(), mass, atol=1e-3, rtol=1e-4)
+
+
 def test_estimate_copies_unaligned_keys():
     q, k, last, query_end = _estimate_inputs((1, 4, 2, 200, 450, 64, 32, 200), torch.bfloat16, 7)
     padded = torch.zeros(*k.shape[:3], 68, dtype=k.dtype)
@@ -132,6 +149,8 @@ def test_estimate_copies_unaligned_keys():
     got = ops.estimate_vertical_slash_scores(q.cuda(), unaligned, last=last, query_end=query_end)
     for g, w in zip(got, want):
         torch.testing.assert_close(g.cpu(), w, atol=1e-3, rtol=0)
+    column_mass = ops.estimate_vertical_scores(q.cuda(), unaligned, last=last, query_end=query_end)
+    torch.testing.assert_close(column_mass.cpu(), want[0], atol=1e-3, rtol=0)
 
 
 def _message(exc_info) -> str:
@@ -177,10 +196,14 @@ def test_estimate_rejections():
         ops.estimate_vertical_slash_scores(q[..., :48], k[..., :48])
     with pytest.raises(ValueError, match="query_end"):
         ops.estimate_vertical_slash_scores(q, k, query_end=101)
+    with pytest.raises(ValueError, match="last"):
+        ops.estimate_vertical_scores(q, k, last=65)
+    with pytest.raises(TypeError, match="q: dtype"):
+        ops.estimate_vertical_scores(q.float(), k.float())
 
 
 @pytest.mark.parametrize("name", ["build_vertical_slash_index", "build_grid_index",
-                                  "estimate_vertical_slash_scores"])
+                                  "estimate_vertical_slash_scores", "estimate_vertical_scores"])
 def test_opcheck_on_cuda(name):
     samples = {
         "build_vertical_slash_index": lambda: (
@@ -190,6 +213,9 @@ def test_opcheck_on_cuda(name):
             torch.tensor([[16]], dtype=torch.int32, device="cuda"),
             torch.tensor([[3]], dtype=torch.int32, device="cuda"), 200, 64, 32, 10, 190, 4, 50, True, True),
         "estimate_vertical_slash_scores": lambda: (
+            torch.randn(1, 4, 90, 64, dtype=torch.bfloat16, device="cuda"),
+            torch.randn(1, 2, 120, 64, dtype=torch.bfloat16, device="cuda"), 16, 80, 0.125),
+        "estimate_vertical_scores": lambda: (
             torch.randn(1, 4, 90, 64, dtype=torch.bfloat16, device="cuda"),
             torch.randn(1, 2, 120, 64, dtype=torch.bfloat16, device="cuda"), 16, 80, 0.125),
     }

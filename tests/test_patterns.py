@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mminference import Modality, ModalityLayout, Segment, VisualGrid, sparse_attention
+from mminference import Modality, ModalityLayout, Segment, VisualGrid, ops, sparse_attention
 from mminference.attention import build_layout_index, sparse_attention_for_layout
 from mminference.patterns import (AShape, Auto, Dense, Grid, HeadConfig, QBoundary, TwoDBoundary,
                                   VerticalSlash)
@@ -161,6 +161,34 @@ def test_mixed_heads_combine_into_one_index():
         sl = slice(h, h + 1)
         alone = sparse_attention_for_layout(q[:, sl], k[:, sl], v[:, sl], layout, p, block_q=32, block_k=16)
         torch.testing.assert_close(out[:, sl], alone, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("use_layout,patterns,want", [
+    # A lone grid estimates its video's column mass only (the video span ends at 320).
+    (True, [Grid(local=40)] * 2, [("estimate_vertical_scores", 320)]),
+    # A grid and a vertical-slash head at one query_end share one full estimate, grid head first.
+    (False, [Grid(local=40), VerticalSlash(24, 40, 4, 16)], [("estimate_vertical_slash_scores", 384)]),
+    (True, [QBoundary({TEXT: VerticalSlash(24, 40, 4, 16), VIDEO: Grid(local=40)})] * 2,
+     [("estimate_vertical_slash_scores", 384), ("estimate_vertical_scores", 320)]),
+])
+def test_grids_skip_the_diagonal_sums(monkeypatch, use_layout, patterns, want):
+    """Grid detection reads column mass only: it is estimated without diagonal sums unless both
+    scores of that query_end are needed anyway, and then the full estimate is reused."""
+    q, k, _, layout = small_input()
+    calls = []
+
+    def counted(name):
+        real = getattr(ops, name)
+
+        def call(*args, **kwargs):
+            calls.append((name, kwargs["query_end"]))
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("estimate_vertical_slash_scores", "estimate_vertical_scores"):
+        monkeypatch.setattr(ops, name, counted(name))
+    build_layout_index(q, k, layout if use_layout else None, HeadConfig([patterns]), block_q=32, block_k=16)
+    assert calls == want
 
 
 # ---- (b) planted structure ---------------------------------------------------------------------

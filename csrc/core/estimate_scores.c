@@ -43,15 +43,18 @@ static float load_element(const void *base, int64_t offset, mmi_dtype dtype) {
   return dtype == MMI_DTYPE_BFLOAT16 ? mmi__bf16_to_float(bits) : mmi__f16_to_float(bits);
 }
 
-/* One (b, h): scores of each estimation query, reduced into the two score vectors. */
+/* One (b, h): scores of each estimation query, reduced into the score vectors (the slash one
+ * only when slash_score is non-NULL). */
 static void estimate_head(const mmi_estimate_problem *p, int64_t b, int64_t h, float *q_row,
                           float *scores) {
   const int64_t dim = p->head_dim;
   const int64_t kv_h = h / (p->q_heads / p->kv_heads);
   const int64_t offset = p->seq_k - p->seq_q;
   float *vertical = p->vertical_score + (b * p->q_heads + h) * p->seq_k;
-  float *slash = p->slash_score + (b * p->q_heads + h) * p->seq_k;
-  for (int64_t j = 0; j < p->seq_k; ++j) vertical[j] = slash[j] = 0.0f;
+  float *slash = p->slash_score != NULL ? p->slash_score + (b * p->q_heads + h) * p->seq_k : NULL;
+  for (int64_t j = 0; j < p->seq_k; ++j) vertical[j] = 0.0f;
+  if (slash != NULL)
+    for (int64_t j = 0; j < p->seq_k; ++j) slash[j] = 0.0f;
   for (int64_t r = 0; r < p->last; ++r) {
     const int64_t row = p->query_end - p->last + r;
     const int64_t abs_pos = row + offset;
@@ -72,11 +75,9 @@ static void estimate_head(const mmi_estimate_problem *p, int64_t b, int64_t h, f
       sum += scores[j];
     }
     const float inv = (float)(1.0 / sum);
-    for (int64_t j = 0; j <= abs_pos; ++j) {
-      const float prob = scores[j] * inv;
-      vertical[j] += prob;
-      slash[abs_pos - j] += prob;
-    }
+    for (int64_t j = 0; j <= abs_pos; ++j) vertical[j] += scores[j] * inv;
+    if (slash != NULL)
+      for (int64_t j = 0; j <= abs_pos; ++j) slash[abs_pos - j] += scores[j] * inv;
   }
 }
 
@@ -84,9 +85,9 @@ int mmi_estimate_vertical_slash_scores_cpu(const mmi_estimate_problem *p, int nu
                                            mmi_error *err) {
   int status = mmi_estimate_check(p, err);
   if (status != MMI_OK) return status;
-  if (p->q == NULL || p->k == NULL || p->vertical_score == NULL || p->slash_score == NULL)
+  if (p->q == NULL || p->k == NULL || p->vertical_score == NULL)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER,
-                         "q, k, vertical_score and slash_score must be non-NULL");
+                         "q, k and vertical_score must be non-NULL (slash_score may be NULL)");
   const int64_t tasks = p->batch * p->q_heads;
   int alloc_failed = 0;
 #ifdef _OPENMP

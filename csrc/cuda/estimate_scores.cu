@@ -11,6 +11,8 @@
 //           first warp, which stores the chunk's vertical scores (the CTA owns those keys). Diagonal
 //           sums are gathered per warp in a shared ring indexed by distance; the head's first warp
 //           adds the distances no later chunk can reach to slash_score with global atomics.
+// Without slash_score (vertical scores only) pass 2 is a separate instantiation with no ring, no
+// diagonal sums, no atomics and no slash memset; its column sums are the same code.
 // Scores are in the log2 domain: s = (q . k) * scale * log2(e).
 #include <cuda_runtime.h>
 
@@ -42,7 +44,7 @@ struct EstimateParams {
   const uint16_t* k;  // [B, Hkv, Sk, D]
   int64_t k_stride_b, k_stride_h, k_stride_s;
   float* vertical;    // [B, Hq, Sk]
-  float* slash;       // [B, Hq, Sk]
+  float* slash;       // [B, Hq, Sk], or NULL (vertical scores only)
   float2* row_stats;  // [B * Hq * L, num_segments]: (max, sum of 2^(s - max)) per segment
   float* row_lse;     // [B * Hq * L]: log2-sum-exp of each row
   int q_heads, kv_heads, group, seq_k, last;
@@ -78,11 +80,16 @@ __host__ __device__ constexpr int stage_bytes() {
   return kChunkKeys * row_elements<kHeadDim>() * 2;
 }
 
-// Pass 2 adds column partials [2 parities][kMaxWarps][64] and rings [kMaxWarps][kWindow].
-template <int kHeadDim, bool kProbabilities>
+// The kernel's variants: pass 1, and pass 2 with or without the diagonal (slash) sums.
+enum class Pass { kRowStats, kVertical, kVerticalSlash };
+
+// Pass 2 adds column partials [2 parities][kMaxWarps][64], and with slash sums the rings
+// [kMaxWarps][kWindow].
+template <int kHeadDim, Pass kPass>
 __host__ __device__ constexpr int shared_bytes() {
   return kStages * stage_bytes<kHeadDim>() +
-         (kProbabilities ? (2 * kMaxWarps * kChunkKeys + kMaxWarps * kWindow) * 4 : 0);
+         (kPass != Pass::kRowStats ? 2 * kMaxWarps * kChunkKeys * 4 : 0) +
+         (kPass == Pass::kVerticalSlash ? kMaxWarps * kWindow * 4 : 0);
 }
 
 // ---- Tile pieces ------------------------------------------------------------------------------
@@ -281,8 +288,9 @@ __device__ __forceinline__ void flush_distances(float* rings, int leader, int wa
   }
 }
 
-// The head's first warp finishes chunk key0: its vertical scores, and the distances it completed
-// (no later key can reach a distance >= a0 - key0).
+// The head's first warp finishes chunk key0: its vertical scores, and with slash sums the distances
+// it completed (no later key can reach a distance >= a0 - key0).
+template <bool kSlash>
 __device__ __forceinline__ void finish_chunk(const EstimateParams& p, const float* column_parts,
                                              float* rings, int leader, int parity, int key0,
                                              float* vertical_row, float* slash_row, int lane) {
@@ -296,20 +304,25 @@ __device__ __forceinline__ void finish_chunk(const EstimateParams& p, const floa
   const int key = key0 + 2 * lane;
   if (key < p.key_end) vertical_row[key] = sum.x;
   if (key + 1 < p.key_end) vertical_row[key + 1] = sum.y;
-  flush_distances(rings, leader, p.warps_per_head, p.a0 - key0, kChunkKeys, slash_row, p.seq_k,
-                  lane);
+  if constexpr (kSlash)
+    flush_distances(rings, leader, p.warps_per_head, p.a0 - key0, kChunkKeys, slash_row, p.seq_k,
+                    lane);
 }
 
 // ---- Kernels ----------------------------------------------------------------------------------
 
-// kProbabilities == false: pass 1 (row statistics); true: pass 2 (column and diagonal sums).
-template <int kHeadDim, class Mma, bool kProbabilities>
+// Pass::kRowStats: pass 1 (row statistics); kVertical / kVerticalSlash: pass 2 (column sums, and
+// diagonal sums for the latter).
+template <int kHeadDim, class Mma, Pass kPass>
 __global__ void __launch_bounds__(kThreads, 2) estimate_pass_kernel(const EstimateParams p) {
+  constexpr bool kProbabilities = kPass != Pass::kRowStats;
+  constexpr bool kSlash = kPass == Pass::kVerticalSlash;
   extern __shared__ __align__(16) unsigned char shared[];
   uint16_t* stages = reinterpret_cast<uint16_t*>(shared);  // [kStages][64][kHeadDim + 8]
   float* column_parts =
       reinterpret_cast<float*>(shared + kStages * stage_bytes<kHeadDim>());  // [2][kMaxWarps][64]
-  float* rings = column_parts + 2 * kMaxWarps * kChunkKeys;                  // [kMaxWarps][kWindow]
+  // [kMaxWarps][kWindow], only with slash sums
+  float* rings = kSlash ? column_parts + 2 * kMaxWarps * kChunkKeys : nullptr;
   constexpr int kStageElements = kChunkKeys * row_elements<kHeadDim>();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -340,9 +353,9 @@ __global__ void __launch_bounds__(kThreads, 2) estimate_pass_kernel(const Estima
     if (row0 + g < p.last) row_lse[0] = p.row_lse[head_rows + row0 + g];
     if (row0 + g + 8 < p.last) row_lse[1] = p.row_lse[head_rows + row0 + g + 8];
     vertical_row = p.vertical + (static_cast<int64_t>(b) * p.q_heads + head) * p.seq_k;
-    slash_row = p.slash + (static_cast<int64_t>(b) * p.q_heads + head) * p.seq_k;
+    if (kSlash) slash_row = p.slash + (static_cast<int64_t>(b) * p.q_heads + head) * p.seq_k;
   }
-  if (kProbabilities) {
+  if constexpr (kSlash) {
     for (int i = lane; i < kWindow; i += 32) rings[warp * kWindow + i] = 0.0f;
   }
 
@@ -357,8 +370,8 @@ __global__ void __launch_bounds__(kThreads, 2) estimate_pass_kernel(const Estima
     cp_async_wait<kStages - 2>();
     __syncthreads();  // chunk i landed for everyone; every warp is done with chunk i - 1
     if (kProbabilities && leader && i > 0)
-      finish_chunk(p, column_parts, rings, leader_warp, (i - 1) & 1,
-                   seg_begin + (i - 1) * kChunkKeys, vertical_row, slash_row, lane);
+      finish_chunk<kSlash>(p, column_parts, rings, leader_warp, (i - 1) & 1,
+                           seg_begin + (i - 1) * kChunkKeys, vertical_row, slash_row, lane);
     const int next = i + kStages - 1;
     if (next < num_chunks)
       load_key_chunk<kHeadDim>(stages + (next % kStages) * kStageElements, k_head, p.k_stride_s,
@@ -387,7 +400,8 @@ __global__ void __launch_bounds__(kThreads, 2) estimate_pass_kernel(const Estima
       }
       reinterpret_cast<float2*>(column_parts + ((i & 1) * kMaxWarps + warp) * kChunkKeys)[lane] =
           reduce_scatter_columns(columns, lane);
-      accumulate_diagonals(acc, rings + warp * kWindow, p.a0 + row0 - key0, lane);
+      if constexpr (kSlash)
+        accumulate_diagonals(acc, rings + warp * kWindow, p.a0 + row0 - key0, lane);
     }
   }
 
@@ -409,11 +423,12 @@ __global__ void __launch_bounds__(kThreads, 2) estimate_pass_kernel(const Estima
     __syncthreads();
     if (leader) {
       const int key0 = seg_begin + (num_chunks - 1) * kChunkKeys;
-      finish_chunk(p, column_parts, rings, leader_warp, (num_chunks - 1) & 1, key0, vertical_row,
-                   slash_row, lane);
+      finish_chunk<kSlash>(p, column_parts, rings, leader_warp, (num_chunks - 1) & 1, key0,
+                           vertical_row, slash_row, lane);
       // Distances below a0 - key0 that the last chunk reached (down to a0 - key0 - 63).
-      flush_distances(rings, leader_warp, p.warps_per_head, p.a0 - key0 - (kChunkKeys - 1),
-                      kChunkKeys - 1, slash_row, p.seq_k, lane);
+      if constexpr (kSlash)
+        flush_distances(rings, leader_warp, p.warps_per_head, p.a0 - key0 - (kChunkKeys - 1),
+                        kChunkKeys - 1, slash_row, p.seq_k, lane);
     }
   }
 }
@@ -494,10 +509,9 @@ int device_error(cudaError_t status, const char* what, mmi_error* err) {
 int check_cuda_problem(const mmi_estimate_problem* p, mmi_error* err) {
   int status = mmi_estimate_check(p, err);
   if (status != MMI_OK) return status;
-  if (p->q == nullptr || p->k == nullptr || p->vertical_score == nullptr ||
-      p->slash_score == nullptr)
+  if (p->q == nullptr || p->k == nullptr || p->vertical_score == nullptr)
     return mmi_error_set(err, MMI_ERR_NULL_POINTER,
-                         "q, k, vertical_score and slash_score must be non-NULL");
+                         "q, k and vertical_score must be non-NULL (slash_score may be NULL)");
   if (p->dtype != MMI_DTYPE_FLOAT16 && p->dtype != MMI_DTYPE_BFLOAT16)
     return mmi_error_set(err, MMI_ERR_UNSUPPORTED,
                          "q: dtype %s is not supported by the CUDA estimation (float16, bfloat16)",
@@ -528,10 +542,10 @@ int check_cuda_problem(const mmi_estimate_problem* p, mmi_error* err) {
   return MMI_OK;
 }
 
-template <int kHeadDim, class Mma, bool kProbabilities>
+template <int kHeadDim, class Mma, Pass kPass>
 cudaError_t launch_pass(const EstimateParams& params, const Plan& plan, cudaStream_t stream) {
-  constexpr int kShared = shared_bytes<kHeadDim, kProbabilities>();
-  const auto kernel = estimate_pass_kernel<kHeadDim, Mma, kProbabilities>;
+  constexpr int kShared = shared_bytes<kHeadDim, kPass>();
+  const auto kernel = estimate_pass_kernel<kHeadDim, Mma, kPass>;
   cudaError_t status =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared);
   if (status != cudaSuccess) return status;
@@ -546,14 +560,16 @@ cudaError_t launch_pass(const EstimateParams& params, const Plan& plan, cudaStre
 template <int kHeadDim, class Mma>
 int run_passes(const EstimateParams& params, const Plan& plan, cudaStream_t stream,
                mmi_error* err) {
-  cudaError_t status = launch_pass<kHeadDim, Mma, false>(params, plan, stream);
+  cudaError_t status = launch_pass<kHeadDim, Mma, Pass::kRowStats>(params, plan, stream);
   if (status != cudaSuccess) return device_error(status, "estimation pass 1 launch", err);
   const int64_t combine_blocks = ceil_div(plan.rows * 32, kCombineThreads);
   combine_row_stats_kernel<<<static_cast<unsigned>(combine_blocks), kCombineThreads, 0, stream>>>(
       params.row_stats, plan.num_segments, plan.rows, params.row_lse);
   status = cudaGetLastError();
   if (status != cudaSuccess) return device_error(status, "estimation combine launch", err);
-  status = launch_pass<kHeadDim, Mma, true>(params, plan, stream);
+  status = params.slash != nullptr
+               ? launch_pass<kHeadDim, Mma, Pass::kVerticalSlash>(params, plan, stream)
+               : launch_pass<kHeadDim, Mma, Pass::kVertical>(params, plan, stream);
   if (status != cudaSuccess) return device_error(status, "estimation pass 2 launch", err);
   return MMI_OK;
 }
@@ -610,8 +626,10 @@ extern "C" int mmi_estimate_vertical_slash_scores_cuda(const mmi_estimate_proble
   const size_t plane = static_cast<size_t>(p.seq_k) * sizeof(float);
   const size_t heads_total = static_cast<size_t>(p.batch * p.q_heads);
   // slash_score is accumulated with atomics; vertical_score is stored for keys < key_end only.
-  cuda_status = cudaMemsetAsync(p.slash_score, 0, plane * heads_total, cuda_stream);
-  if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaMemsetAsync(slash)", err);
+  if (p.slash_score != nullptr) {
+    cuda_status = cudaMemsetAsync(p.slash_score, 0, plane * heads_total, cuda_stream);
+    if (cuda_status != cudaSuccess) return device_error(cuda_status, "cudaMemsetAsync(slash)", err);
+  }
   if (plan.key_end < p.seq_k) {
     cuda_status = cudaMemset2DAsync(p.vertical_score + plan.key_end, plane, 0,
                                     static_cast<size_t>(p.seq_k - plan.key_end) * sizeof(float),
@@ -630,7 +648,7 @@ extern "C" int mmi_estimate_vertical_slash_scores_cuda(const mmi_estimate_proble
   params.k_stride_h = p.k_stride_h;
   params.k_stride_s = p.k_stride_s;
   params.vertical = p.vertical_score;
-  params.slash = p.slash_score;
+  params.slash = p.slash_score;  // NULL: the vertical-only pass 2
   params.row_stats = static_cast<float2*>(workspace);
   params.row_lse = reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) + plan.lse_offset);
   params.q_heads = static_cast<int>(p.q_heads);

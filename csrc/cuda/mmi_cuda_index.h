@@ -77,7 +77,8 @@ size_t mmi_estimate_cuda_workspace_bytes(const mmi_estimate_problem *problem);
  * chunks (row max and sum of exp, then probabilities reduced into column and diagonal sums), with
  * nothing of size last x Sk stored. Supported: float16 / bfloat16, head_dim 64, 80, 96, 128,
  * last <= 64, k rows 16-byte aligned (pointer and batch/head/seq strides multiples of 8 elements),
- * seq_k <= 2^31 - 257; q may have any strides. Compute capability 8.0 or newer. */
+ * seq_k <= 2^31 - 257; q may have any strides. Compute capability 8.0 or newer. slash_score may
+ * be NULL (vertical scores only): pass 2 then keeps no diagonal ring and issues no atomics. */
 int mmi_estimate_vertical_slash_scores_cuda(const mmi_estimate_problem *problem, void *workspace,
                                             size_t workspace_bytes, void *stream, mmi_error *err);
 

@@ -94,21 +94,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> build_grid_index_cpu(
   return {q_perm, k_perm, ranges, range_count};
 }
 
+// Vertical scores, and slash scores when `with_slash` (otherwise an undefined tensor).
+std::tuple<at::Tensor, at::Tensor> estimate_scores_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                       int64_t last, int64_t query_end,
+                                                       double scale, bool with_slash) {
+  const mmi_estimate_problem problem = make_estimate_problem(q, k, last, query_end, scale);
+  at::Tensor vertical = at::empty({q.size(0), q.size(1), k.size(2)}, q.options().dtype(at::kFloat));
+  at::Tensor slash = with_slash ? at::empty_like(vertical) : at::Tensor();
+  mmi_estimate_problem with_outputs = problem;
+  with_outputs.vertical_score = vertical.data_ptr<float>();
+  with_outputs.slash_score = with_slash ? slash.data_ptr<float>() : nullptr;
+  mmi_error err;
+  raise_on_error(
+      mmi_estimate_vertical_slash_scores_cpu(&with_outputs, at::get_num_threads(), &err), err);
+  return {vertical, slash};
+}
+
 std::tuple<at::Tensor, at::Tensor> estimate_vertical_slash_scores_cpu(const at::Tensor& q,
                                                                       const at::Tensor& k,
                                                                       int64_t last,
                                                                       int64_t query_end,
                                                                       double scale) {
-  const mmi_estimate_problem problem = make_estimate_problem(q, k, last, query_end, scale);
-  at::Tensor vertical = at::empty({q.size(0), q.size(1), k.size(2)}, q.options().dtype(at::kFloat));
-  at::Tensor slash = at::empty_like(vertical);
-  mmi_estimate_problem with_outputs = problem;
-  with_outputs.vertical_score = vertical.data_ptr<float>();
-  with_outputs.slash_score = slash.data_ptr<float>();
-  mmi_error err;
-  raise_on_error(
-      mmi_estimate_vertical_slash_scores_cpu(&with_outputs, at::get_num_threads(), &err), err);
-  return {vertical, slash};
+  return estimate_scores_cpu(q, k, last, query_end, scale, true);
+}
+
+at::Tensor estimate_vertical_scores_cpu(const at::Tensor& q, const at::Tensor& k, int64_t last,
+                                        int64_t query_end, double scale) {
+  return std::get<0>(estimate_scores_cpu(q, k, last, query_end, scale, false));
 }
 
 std::tuple<at::Tensor, at::Tensor> build_modality_permutation_cpu(const at::Tensor& modality,
@@ -270,6 +282,7 @@ TORCH_LIBRARY_IMPL(mminference, CPU, m) {
   m.impl("build_vertical_slash_index", &build_vertical_slash_index_cpu);
   m.impl("build_grid_index", &build_grid_index_cpu);
   m.impl("estimate_vertical_slash_scores", &estimate_vertical_slash_scores_cpu);
+  m.impl("estimate_vertical_scores", &estimate_vertical_scores_cpu);
   m.impl("build_modality_permutation", &build_modality_permutation_cpu);
   m.impl("build_boundary_index", &build_boundary_index_cpu);
   m.impl("detect_grid", &detect_grid_cpu);

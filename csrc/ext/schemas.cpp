@@ -22,6 +22,10 @@ TORCH_LIBRARY(mminference, m) {
   m.def(
       "estimate_vertical_slash_scores(Tensor q, Tensor k, int last, int query_end, float scale) "
       "-> (Tensor vertical_score, Tensor slash_score)");
+  // The same column mass without the diagonal sums (slash_score NULL in mmi_estimate.h).
+  m.def(
+      "estimate_vertical_scores(Tensor q, Tensor k, int last, int query_end, float scale) "
+      "-> Tensor vertical_score");
   m.def(
       "build_modality_permutation(Tensor modality, int num_modalities) "
       "-> (Tensor perm, Tensor segment_offsets)");

@@ -454,9 +454,12 @@ struct DeviceEstimate {
     const mmi_estimate_problem p = make_problem(c, t, nullptr, nullptr, nullptr, nullptr);
     return mmi_estimate_cuda_workspace_bytes(&p);
   }
-  int launch(mmi_error* err) {
-    return mmi_estimate_vertical_slash_scores_cuda(&problem, workspace.ptr, workspace.count,
-                                                   nullptr, err);
+  // with_slash false: vertical scores only (slash_score NULL; the slash buffer is not touched).
+  int launch(mmi_error* err, bool with_slash = true) {
+    mmi_estimate_problem p = problem;
+    if (!with_slash) p.slash_score = nullptr;
+    return mmi_estimate_vertical_slash_scores_cuda(&p, workspace.ptr, workspace.count, nullptr,
+                                                   err);
   }
 };
 
@@ -472,6 +475,30 @@ float max_difference(const std::vector<float>& gpu, const std::vector<float>& cp
         worst = std::isnan(diff) ? INFINITY : std::max(worst, diff);
       }
   return worst;
+}
+
+// Vertical scores only (slash_score NULL) on both sides, after `dev` ran the full estimation: the
+// C core's must equal its full vertical scores exactly, the GPU's its full ones (same column-sum
+// code, so expected exact; checked to 1e-5) and the C core's to 1e-3. The GPU output is poisoned
+// first so a skipped store shows.
+void check_vertical_only(const EstimateCase& c, const EstimateTensors& t, DeviceEstimate& dev,
+                         const std::vector<float>& cpu_full_vertical, const std::string& name) {
+  std::vector<float> vertical(cpu_full_vertical.size());
+  mmi_estimate_problem cpu = make_problem(c, t, t.q.data(), t.k.data(), vertical.data(), nullptr);
+  mmi_error err;
+  require_ok(mmi_estimate_vertical_slash_scores_cpu(&cpu, 0, &err), err,
+             "CPU estimation (vertical only)");
+  const bool cpu_same = vertical == cpu_full_vertical;
+  const std::vector<float> gpu_full = dev.vertical.download();
+  CUDA_OK(cudaMemset(dev.vertical.ptr, 0xff, dev.vertical.count * sizeof(float)));  // NaNs
+  require_ok(dev.launch(&err, false), err, "CUDA estimation (vertical only)");
+  const std::vector<float> gpu = dev.vertical.download();
+  const float d_full = max_difference(gpu, gpu_full, c.batch, c.q_heads, c.q_heads, c.seq_k);
+  const float d_cpu = max_difference(gpu, vertical, c.batch, c.q_heads, c.q_heads, c.seq_k);
+  std::printf("  %-44s vertical only: vs full %.2e, vs C core %.2e%s\n", "", d_full, d_cpu,
+              cpu_same ? "" : " (C core differs from its full mode)");
+  if (!(cpu_same && d_full <= 1e-5f && d_cpu <= 1e-3f))
+    fail(name + ": vertical-only estimation differs from the full one or from the C core");
 }
 
 void check_estimate(const EstimateCase& c, std::mt19937& rng, const std::string& name) {
@@ -490,6 +517,7 @@ void check_estimate(const EstimateCase& c, std::mt19937& rng, const std::string&
                                   c.seq_k);
   std::printf("  %-44s max |diff| vertical %.2e slash %.2e\n", name.c_str(), dv, ds);
   if (!(dv <= 1e-3f && ds <= 1e-3f)) fail(name + ": estimation differs from the C core by > 1e-3");
+  check_vertical_only(c, t, dev, vertical, name);
 }
 
 void test_estimate(std::mt19937& rng) {
@@ -501,7 +529,8 @@ void test_estimate(std::mt19937& rng) {
       {MMI_DTYPE_BFLOAT16, 1, 4, 4, 64, 64, 128, 64, 64, false},
       {MMI_DTYPE_BFLOAT16, 1, 28, 4, 20000, 20000, 128, 64, 20000, false},
   };
-  std::printf("estimation vs the C core (atol 1e-3; each row's probabilities sum to 1):\n");
+  std::printf("estimation vs the C core (atol 1e-3; each row's probabilities sum to 1), then "
+              "vertical scores only (slash_score NULL) vs the full GPU run and the C core:\n");
   int i = 0;
   for (const EstimateCase& c : cases) {
     char name[160];
@@ -564,6 +593,10 @@ void time_estimate(std::mt19937& rng) {
   DeviceEstimate dev(c, t);
   mmi_error err;
   const float ms = median_ms([&] { require_ok(dev.launch(&err), err, "CUDA estimation"); }, 20);
+  const std::vector<float> gpu_vertical = dev.vertical.download(), gpu_slash = dev.slash.download();
+  const float ms_vertical = median_ms(
+      [&] { require_ok(dev.launch(&err, false), err, "CUDA estimation (vertical only)"); }, 20);
+  const std::vector<float> gpu_vertical_only = dev.vertical.download();
   // Correctness at this size: the first kv head's 7 query heads against the C core.
   const EstimateCase part{c.dtype, 1, 7, 1, c.seq_q, c.seq_k, c.head_dim, c.last, c.query_end,
                           false};
@@ -571,9 +604,10 @@ void time_estimate(std::mt19937& rng) {
   mmi_estimate_problem cpu = make_problem(part, t, t.q.data(), t.k.data(), vertical.data(),
                                           slash.data());
   require_ok(mmi_estimate_vertical_slash_scores_cpu(&cpu, 0, &err), err, "CPU estimation");
-  const std::vector<float> gpu_vertical = dev.vertical.download(), gpu_slash = dev.slash.download();
   const float dv = max_difference(gpu_vertical, vertical, 1, 28, 7, c.seq_k);
   const float ds = max_difference(gpu_slash, slash, 1, 28, 7, c.seq_k);
+  const float dv_only = max_difference(gpu_vertical_only, vertical, 1, 28, 7, c.seq_k);
+  const float dv_full = max_difference(gpu_vertical_only, gpu_vertical, 1, 28, 28, c.seq_k);
   double worst_mass = 0.0;
   for (int64_t h = 0; h < 28; ++h) {
     double v = 0.0, s = 0.0;
@@ -586,9 +620,16 @@ void time_estimate(std::mt19937& rng) {
   std::printf("  estimation 128K: heads 0-6 vs C core max |diff| %.2e / %.2e; worst row-mass "
               "error %.2e\n",
               dv, ds, worst_mass);
+  std::printf("  estimation 128K vertical only: heads 0-6 vs C core max |diff| %.2e, all heads vs "
+              "the full run %.2e\n",
+              dv_only, dv_full);
   if (!(dv <= 1e-3f && ds <= 1e-3f && worst_mass <= 1e-3))
     fail("estimation at 128K differs from the C core or loses mass");
+  if (!(dv_only <= 1e-3f && dv_full <= 1e-5f))
+    fail("vertical-only estimation at 128K differs from the C core or from the full run");
   std::printf("  %-58s %8.3f ms\n", "estimate Sk=131072 Hq=28 Hkv=4 D=128 L=64 bf16", ms);
+  std::printf("  %-58s %8.3f ms\n", "estimate vertical only (slash_score NULL), same shape",
+              ms_vertical);
 }
 
 }  // namespace

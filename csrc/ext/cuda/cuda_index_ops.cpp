@@ -106,11 +106,11 @@ bool rows_aligned(const at::Tensor& t) {
          t.stride(1) % 8 == 0 && t.stride(2) % 8 == 0;
 }
 
-std::tuple<at::Tensor, at::Tensor> estimate_vertical_slash_scores_cuda(const at::Tensor& q,
-                                                                       const at::Tensor& k,
-                                                                       int64_t last,
-                                                                       int64_t query_end,
-                                                                       double scale) {
+// Vertical scores, and slash scores when `with_slash` (otherwise an undefined tensor): without
+// them the kernel skips the diagonal sums (mmi_cuda_index.h).
+std::tuple<at::Tensor, at::Tensor> estimate_scores_cuda(const at::Tensor& q, const at::Tensor& k,
+                                                        int64_t last, int64_t query_end,
+                                                        double scale, bool with_slash) {
   mmi_estimate_problem problem = make_estimate_problem(q, k, last, query_end, scale);
   TORCH_CHECK_TYPE(problem.dtype != MMI_DTYPE_FLOAT32,
                    "q: dtype float32 is not supported by the CUDA estimation (float16, bfloat16)");
@@ -124,9 +124,9 @@ std::tuple<at::Tensor, at::Tensor> estimate_vertical_slash_scores_cuda(const at:
   problem.k_stride_h = k_rows.stride(1);
   problem.k_stride_s = k_rows.stride(2);
   at::Tensor vertical = at::empty({q.size(0), q.size(1), k.size(2)}, q.options().dtype(at::kFloat));
-  at::Tensor slash = at::empty_like(vertical);
+  at::Tensor slash = with_slash ? at::empty_like(vertical) : at::Tensor();
   problem.vertical_score = vertical.data_ptr<float>();
-  problem.slash_score = slash.data_ptr<float>();
+  problem.slash_score = with_slash ? slash.data_ptr<float>() : nullptr;
   const size_t workspace_bytes = mmi_estimate_cuda_workspace_bytes(&problem);
   const at::Tensor workspace =
       at::empty({static_cast<int64_t>(workspace_bytes)}, q.options().dtype(at::kByte));
@@ -137,6 +137,19 @@ std::tuple<at::Tensor, at::Tensor> estimate_vertical_slash_scores_cuda(const at:
                                                          &err),
                  err);
   return {vertical, slash};
+}
+
+std::tuple<at::Tensor, at::Tensor> estimate_vertical_slash_scores_cuda(const at::Tensor& q,
+                                                                       const at::Tensor& k,
+                                                                       int64_t last,
+                                                                       int64_t query_end,
+                                                                       double scale) {
+  return estimate_scores_cuda(q, k, last, query_end, scale, true);
+}
+
+at::Tensor estimate_vertical_scores_cuda(const at::Tensor& q, const at::Tensor& k, int64_t last,
+                                         int64_t query_end, double scale) {
+  return std::get<0>(estimate_scores_cuda(q, k, last, query_end, scale, false));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> detect_grid_cuda(const at::Tensor& vertical_score,
@@ -192,6 +205,7 @@ TORCH_LIBRARY_IMPL(mminference, CUDA, m) {
   m.impl("build_vertical_slash_index", &build_vertical_slash_index_cuda);
   m.impl("build_grid_index", &build_grid_index_cuda);
   m.impl("estimate_vertical_slash_scores", &estimate_vertical_slash_scores_cuda);
+  m.impl("estimate_vertical_scores", &estimate_vertical_scores_cuda);
   m.impl("detect_grid", &detect_grid_cuda);
   m.impl("grid_lift", &grid_lift_cuda);
 }
