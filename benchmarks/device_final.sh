@@ -3,8 +3,8 @@
 #   benchmarks/device_final.sh checks   build, torch-free kernel harness (27 cases vs the C core)
 #                                       and its memcheck / racecheck / synccheck, index harness,
 #                                       GPU pytest, per-stage online index costs
-#   benchmarks/device_final.sh bench    benchmarks/kernels.py at 32K .. 1M in one process, capped
-#                                       at 76 GiB of allocator memory (an 80 GB card's share)
+#   benchmarks/device_final.sh bench    benchmarks/kernels.py at 32K .. 1M in one process, from 512K
+#                                       on capped at 76 GiB of allocator memory (an 80 GB card)
 # Each step is time-limited and logged under $OUT; what finishes comes back even if a later step
 # runs out. The bench call builds the extension again only if the first call's build is gone.
 set -u
