@@ -32,8 +32,8 @@ case "${1:-checks}" in
     ;;
   bench)
     ls mminference/_C*.so > /dev/null 2>&1 || step build 300 python3 setup.py build_ext --inplace
-    TAIL=60 step kernels 580 python3 benchmarks/kernels.py --seqs 32768 131072 262144 524288 1048576 \
+    TAIL=60 step kernels 330 python3 benchmarks/kernels.py --seqs 32768 131072 262144 524288 1048576 \
       --patterns full a_shape vertical_slash grid --baselines sdpa_cudnn sdpa_flash flex \
-      --flex-seqs 32768 131072 --memory-cap-gib 76 --out "$O"
+      --flex-seqs 131072 --flash-max-seq 262144 --full-max-seq 131072 --memory-cap-gib 76 --out "$O"
     ;;
 esac

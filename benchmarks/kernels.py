@@ -137,7 +137,7 @@ def bench_seq(seq: int, args) -> list[dict]:
 
     budget = 3000 if seq <= 131072 else 1
     for name, backend in [("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa_flash", SDPBackend.FLASH_ATTENTION)]:
-        if seq > args.dense_max_seq or name not in args.baselines:
+        if seq > args.dense_max_seq or name not in args.baselines or (name == "sdpa_flash" and seq > args.flash_max_seq):
             continue
         try:
             record(name, "dense", cuda_median_ms(lambda: dense_sdpa(q, k, v, backend), budget_ms=budget))
@@ -159,22 +159,33 @@ def bench_seq(seq: int, args) -> list[dict]:
                note="" if online_ms is None else "index = online estimation + top-k/stride + build")
         if "flex" not in args.baselines or (args.flex_seqs and seq not in args.flex_seqs):
             continue
-        if pattern == "grid":
-            perm = index.q_perm[0, 0].long()
-            gather_ms = cuda_median_ms(lambda: (q[:, :, perm], k[:, :, perm], v[:, :, perm]), budget_ms=500)
-            qp, kp, vp = q[:, :, perm].contiguous(), k[:, :, perm].contiguous(), v[:, :, perm].contiguous()
-            block_mask = create_block_mask(flex_mask_mod(pattern, seq, device, perm), None, None, seq, seq,
+
+        def run_flex():
+            if pattern == "grid":
+                perm = index.q_perm[0, 0].long()
+                gather_ms = cuda_median_ms(lambda: (q[:, :, perm], k[:, :, perm], v[:, :, perm]), budget_ms=500)
+                qp, kp, vp = q[:, :, perm].contiguous(), k[:, :, perm].contiguous(), v[:, :, perm].contiguous()
+                block_mask = create_block_mask(flex_mask_mod(pattern, seq, device, perm), None, None, seq, seq,
+                                               device=device, _compile=True)
+                ms = cuda_median_ms(lambda: flex(qp, kp, vp, block_mask=block_mask, enable_gqa=True), budget_ms=budget)
+                record("flex (permuted inputs)", pattern, ms + gather_ms, note=f"incl. {gather_ms:.2f} ms gathers")
+                del qp, kp, vp
+                if seq > args.flex_original_grid_max_seq:
+                    return
+            block_mask = create_block_mask(flex_mask_mod(pattern, seq, device), None, None, seq, seq,
                                            device=device, _compile=True)
-            ms = cuda_median_ms(lambda: flex(qp, kp, vp, block_mask=block_mask, enable_gqa=True), budget_ms=budget)
-            record("flex (permuted inputs)", pattern, ms + gather_ms, note=f"incl. {gather_ms:.2f} ms gathers")
-            del qp, kp, vp
-            if seq > args.flex_original_grid_max_seq:
-                continue
-        block_mask = create_block_mask(flex_mask_mod(pattern, seq, device), None, None, seq, seq,
-                                       device=device, _compile=True)
-        record("flex", pattern, cuda_median_ms(lambda: flex(q, k, v, block_mask=block_mask, enable_gqa=True),
-                                               budget_ms=budget))
-        del block_mask
+            record("flex", pattern, cuda_median_ms(lambda: flex(q, k, v, block_mask=block_mask, enable_gqa=True),
+                                                   budget_ms=budget))
+            del block_mask
+
+        failure = None
+        try:
+            run_flex()
+        except torch.OutOfMemoryError as error:  # e.g. the permuted grid's S x S mask (128 GiB at 128K)
+            failure = str(error)[:60]
+        if failure is not None:  # outside the handler: the traceback's frames are gone
+            record("flex", pattern, float("nan"), note=f"failed: {failure}")
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -205,6 +216,17 @@ def plot(rows: list[dict], path: str, card: str) -> None:
     fig.savefig(path, dpi=90)
 
 
+def write_json(rows: list[dict], args, card: str) -> str:
+    """Writes the rows so far to <out>/kernels_<card>.json; returns the path without extension."""
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"kernels_{card}")
+    meta = dict(card=torch.cuda.get_device_name(), date=datetime.date.today().isoformat(), torch=torch.__version__,
+                command=" ".join(sys.argv))
+    with open(stem + ".json", "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    return stem
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seqs", type=int, nargs="+", default=[32768, 131072, 262144, 524288, 1048576])
@@ -213,6 +235,8 @@ def main() -> None:
     parser.add_argument("--flex-seqs", type=int, nargs="*", default=None,
                         help="sequence lengths at which to run FlexAttention (default: all)")
     parser.add_argument("--dense-max-seq", type=int, default=1 << 20)
+    parser.add_argument("--flash-max-seq", type=int, default=1 << 20,
+                        help="longest sequence for the SDPA flash backend (the full-density comparison)")
     parser.add_argument("--full-max-seq", type=int, default=262144,
                         help="longest sequence for the full-density index (it costs as much as dense)")
     parser.add_argument("--flex-original-grid-max-seq", type=int, default=131072)
@@ -242,18 +266,14 @@ def main() -> None:
             row["memory_cap_gib"] = args.memory_cap_gib if capped else None
         rows.extend(seq_rows)
         torch.cuda.empty_cache()
+        write_json(rows, args, card)  # after every length: a run cut short keeps what it measured
     dense = {r["seq"]: r["ms"] for r in rows if r["method"] == "sdpa_cudnn"}
     print(f"\n{'seq':>8s} {'method':28s} {'pattern':15s} {'ms':>10s} {'x cuDNN':>8s}")
     for r in rows:
         speedup = dense.get(r["seq"], float("nan")) / r["ms"]
         r["speedup_vs_cudnn"] = speedup
         print(f"{r['seq']:8d} {r['method']:28s} {r['pattern']:15s} {r['ms']:10.2f} {speedup:8.2f}")
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"kernels_{card}")
-    meta = dict(card=torch.cuda.get_device_name(), date=datetime.date.today().isoformat(), torch=torch.__version__,
-                command=" ".join(sys.argv))
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    stem = write_json(rows, args, card)
     plot(rows, stem + ".png", card)
     print(f"wrote {stem}.json and {stem}.png")
 
