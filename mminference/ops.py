@@ -159,6 +159,14 @@ def _build_grid_index_fake(stride, phase, seq, block_q, block_k, span_start, spa
         new(batch, heads, nqb)
 
 
+def _estimation_args(q: torch.Tensor, last: int, query_end: Optional[int],
+                     scale: Optional[float]) -> tuple[int, int, float]:
+    """The estimation ops' (last, query_end, scale): defaults Sq and 1 / sqrt(D), last <= query_end."""
+    query_end = q.shape[2] if query_end is None else query_end
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    return min(last, query_end), query_end, float(scale)
+
+
 def estimate_vertical_slash_scores(
     q: torch.Tensor, k: torch.Tensor, *, last: int = 64, query_end: Optional[int] = None,
     scale: Optional[float] = None,
@@ -173,10 +181,7 @@ def estimate_vertical_slash_scores(
         float32 `vertical_score (B, Hq, Sk)` (sum of softmax probabilities per key) and
         `slash_score (B, Hq, Sk)` (per diagonal distance d = i + Sk - Sq - j). Memory O(B Hq Sk).
     """
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    query_end = q.shape[2] if query_end is None else query_end
-    return _ops.estimate_vertical_slash_scores(q, k, min(last, query_end), query_end, float(scale))
+    return _ops.estimate_vertical_slash_scores(q, k, *_estimation_args(q, last, query_end, scale))
 
 
 @torch.library.register_fake("mminference::estimate_vertical_slash_scores")
@@ -192,10 +197,7 @@ def estimate_vertical_scores(
     """`estimate_vertical_slash_scores` without the diagonal sums: only float32 `vertical_score
     (B, Hq, Sk)`, the same values (the column mass a grid's stride detection reads). Cheaper:
     no slash output, and the CUDA kernel's second pass forms no diagonal sums."""
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    query_end = q.shape[2] if query_end is None else query_end
-    return _ops.estimate_vertical_scores(q, k, min(last, query_end), query_end, float(scale))
+    return _ops.estimate_vertical_scores(q, k, *_estimation_args(q, last, query_end, scale))
 
 
 @torch.library.register_fake("mminference::estimate_vertical_scores")

@@ -100,3 +100,20 @@ def test_output_buffer_is_transformers_layout_and_inputs_are_not_copied():
     out = mmi.sparse_attention(q, k, v, mmi.SparseIndex.causal(10, 10, 64))
     assert out.shape == (2, 4, 10, 64)
     assert out.transpose(1, 2).is_contiguous()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k_layout,v_layout", [("bhsd", "bshd"), ("bshd", "bhsd"), ("bshd", "bshd")])
+def test_key_and_value_layouts_may_differ(device, k_layout, v_layout):
+    # Head dim 128 and block_q 128 take the Hopper kernel, whose full range tiles load with TMA
+    # through one coordinate order for K and V (it must fall back to gathers when they differ).
+    def in_layout(t, layout):
+        return t.transpose(1, 2).contiguous().transpose(1, 2) if layout == "bshd" else t.contiguous()
+
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 4, 700, 128, generator=gen)
+    k = in_layout(torch.randn(2, 2, 700, 128, generator=gen), k_layout)
+    v = in_layout(torch.randn(2, 2, 700, 128, generator=gen), v_layout)
+    q, k, v = (t.to(device=device, dtype=torch.bfloat16) for t in (q, k, v))
+    index = mmi.SparseIndex.causal(700, 700, 128, device)
+    _check(q, k, v, index, causal=True, dtype=torch.bfloat16)

@@ -87,7 +87,10 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
     if (sms > 0 && ctas > sms) ctas = sms;  // the kernel fits one CTA per SM
   }
   if constexpr (Kernel::persistent) {
+    // One coordinate order serves both maps: TMA only when K and V order their outer dimensions
+    // alike (always for K and V of one layout; a K in (B, H, S, D) with a V in (B, S, H, D) gathers).
     KvTensorMaps maps{};
+    int v_seq_dim = 0, v_head_dim = 0, v_batch_dim = 0;
     maps.enabled =
         encode_kv_tensor_map(&maps.k, problem.k, problem.batch, problem.kv_heads, problem.seq_k,
                              problem.head_dim, problem.k_stride_b, problem.k_stride_h,
@@ -95,7 +98,8 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
                              &maps.batch_dim) &&
         encode_kv_tensor_map(&maps.v, problem.v, problem.batch, problem.kv_heads, problem.seq_k,
                              problem.head_dim, problem.v_stride_b, problem.v_stride_h,
-                             problem.v_stride_s, &maps.seq_dim, &maps.head_dim, &maps.batch_dim);
+                             problem.v_stride_s, &v_seq_dim, &v_head_dim, &v_batch_dim) &&
+        v_seq_dim == maps.seq_dim && v_head_dim == maps.head_dim && v_batch_dim == maps.batch_dim;
     Kernel::function<<<static_cast<unsigned>(ctas), Traits::kThreads, Kernel::shared_bytes,
                        stream>>>(problem, maps);
   } else {
