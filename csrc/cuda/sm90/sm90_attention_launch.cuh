@@ -1,5 +1,6 @@
 // Host side of the sm_90a wgmma forwards (sm90_attention_kernel.cuh: two math warpgroups that
-// also load; sm90_ws_attention_kernel.cuh: warp-specialised): availability check and launch.
+// also load, one CTA per work item; sm90_ws_attention_kernel.cuh: warp-specialised, persistent,
+// TMA for contiguous key tiles): availability check, the K / V tensor maps and the launch.
 #pragma once
 
 #include <cuda_runtime.h>
