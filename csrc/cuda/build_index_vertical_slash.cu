@@ -34,6 +34,14 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kQueryBlocksPerCta = 32;         // 4 per warp: the staged slash list is reused
 constexpr int64_t kSharedSlashCapacity = 12288;  // 48 KB of int32; longer lists stay in global
 constexpr int64_t kSharedRunCapacity = 4096;     // slash list + run bounds: 48 KB of int32
+// The builder's dynamic shared memory ceiling: the larger of the two staging layouts.
+constexpr int64_t kMaxStagedBytes = 4 * (kSharedSlashCapacity > 3 * kSharedRunCapacity
+                                             ? kSharedSlashCapacity
+                                             : 3 * kSharedRunCapacity);
+static_assert(kSharedRunCapacity <= kSharedSlashCapacity,
+              "a list short enough for runs must also fit the plain staging");
+static_assert(kMaxStagedBytes <= 99 * 1024 - 1024,
+              "staging must fit the smallest opt-in shared memory of sm_80+ (99 KB, sm_86/89)");
 constexpr int kCheckThreads = 256;
 constexpr int kMaxCheckBlocks = 1024;
 
@@ -380,10 +388,12 @@ extern "C" int mmi_build_vertical_slash_index_cuda(
                          (long long)ctas);
   const size_t shared_bytes =
       sizeof(int32_t) * num_slash * (p.use_runs ? 3 : p.slash_in_shared ? 1 : 0);
-  // The staged lists plus the kernel's static scan slots can pass the 48 KB default.
+  // The staged lists plus the kernel's static scan slots can pass the 48 KB default. The limit
+  // is a process-wide attribute of the kernel, so it is always set to the ceiling: a concurrent
+  // call on another stream never lowers it below what this launch needs.
   cuda_status = cudaFuncSetAttribute(build_vertical_slash_kernel,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(shared_bytes));
+                                     static_cast<int>(kMaxStagedBytes));
   if (cuda_status != cudaSuccess)
     return device_error(cuda_status, "cudaFuncSetAttribute(vertical-slash builder)", err);
   build_vertical_slash_kernel<<<static_cast<unsigned>(ctas), kThreads, shared_bytes,

@@ -81,13 +81,11 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
   using Kernel = Sm90Kernel<Traits, Element>;
   const int64_t items = problem.batch * problem.q_heads * problem.index.num_q_blocks;
   int64_t ctas = items;
-  if (Kernel::persistent) {
+  if constexpr (Kernel::persistent) {
     int sms = 0;
     status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (status != cudaSuccess) return status;
     if (sms > 0 && ctas > sms) ctas = sms;  // the kernel fits one CTA per SM
-  }
-  if constexpr (Kernel::persistent) {
     // One coordinate order serves both maps: TMA only when K and V order their outer dimensions
     // alike (always for K and V of one layout; a K in (B, H, S, D) with a V in (B, S, H, D) gathers).
     KvTensorMaps maps{};

@@ -59,13 +59,15 @@ struct Sm90WsTraits {
   // consumers can hold Q as wgmma A fragments.
   static constexpr int kProducerRegisters = 56;
   static constexpr int kConsumerRegisters = 224;
-  static constexpr int kStages = 4;  // 5 measured the same
+  static constexpr int kStages = 4;  // the non-persistent cp.async kernel ran the same with 5
   static constexpr int kBlockQ = 128;
   static constexpr int kBlockK = kKeyTile;
   static constexpr int kProducerThreads = 128;
   static constexpr int kConsumerThreads = 256;
   static constexpr int kThreads = kProducerThreads + kConsumerThreads;
-  // full: 32 position-warp arrivals + one cp.async arrival per producer thread.
+  // full: 32 position-warp arrivals + one arrival per producer thread: a cp.async arrival on a
+  // gathered tile; on a TMA tile 127 plain arrivals and thread 0's arrive.expect_tx (the copies'
+  // bytes then complete the phase).
   static constexpr int kFullArrivals = 32 + kProducerThreads;
   // q_full: a plain arrival (query positions) and a cp.async arrival (Q rows) per producer thread.
   static constexpr int kQueryArrivals = 2 * kProducerThreads;
@@ -115,6 +117,8 @@ template <class Traits>
 constexpr int sm90_ws_shared_bytes() {
   return static_cast<int>(sizeof(Sm90WsShared<Traits>)) + kSwizzleAtomBytes;
 }
+static_assert(sm90_ws_shared_bytes<Sm90WsTraits<128>>() <= 232448,
+              "one CTA per SM: at most 227 KB of dynamic shared memory on sm_90");
 
 #if defined(__CUDACC__)
 
@@ -343,7 +347,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         ++tile;
         break;
       }
-      fence_proxy_async();  // the stage's cp.async writes -> async proxy (wgmma operands)
+      // A gathered stage's cp.async writes -> async proxy (wgmma operands); TMA writes are
+      // already in the async proxy.
+      if (meta.w == 0) fence_proxy_async();
       // Skip: no key of the tile is allowed for any row of the warpgroup (warpgroup-uniform).
       const bool compute = meta.y <= wg_limit_max;
       const uint32_t k_tile = k_tile0 + s * kBufferBytes;

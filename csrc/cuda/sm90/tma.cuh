@@ -89,9 +89,16 @@ inline bool encode_kv_tensor_map(CUtensorMap* map, const void* base, int64_t bat
   static const Encode encode = []() -> Encode {
     void* function = nullptr;
     cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
-                                         cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
+    // The by-version lookup pins the 12.0 ABI of the function; it exists from CUDA 12.5 on
+    // (and the unversioned one is gone in 13), so older toolkits use the unversioned lookup.
+#if CUDART_VERSION >= 12050
+    const cudaError_t looked_up = cudaGetDriverEntryPointByVersion(
+        "cuTensorMapEncodeTiled", &function, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t looked_up =
+        cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &function, cudaEnableDefault, &found);
+#endif
+    if (looked_up != cudaSuccess || found != cudaDriverEntryPointSuccess) {
       (void)cudaGetLastError();
       return nullptr;
     }

@@ -125,6 +125,13 @@ std::vector<CaseSpec> small_suite() {
       // kernel's CTAs run several items each (Q buffers and the stage ring reused across items).
       spec("small random, multi-item", bf, 2, 8, 2, 1100, 1100, 128, 128, true, I::kRandom,
            P::kBoth, true, 36),
+      // 2 x 32 x 9 = 576 items: four or five per persistent CTA, so the producer waits on the
+      // Q buffer the consumers have not released yet (the item after next), and empty items
+      // (nothing to attend) pass through the same ring without a key tile.
+      spec("small random, 4+ items per CTA", fp, 2, 32, 4, 1100, 1100, 128, 128, true,
+           I::kRandom, P::kKey, false, 37),
+      spec("small empty, 4+ items per CTA", bf, 2, 32, 4, 1100, 1100, 128, 128, true, I::kEmpty,
+           P::kNone, true, 38),
   };
 }
 
