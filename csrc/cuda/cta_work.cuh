@@ -35,6 +35,20 @@ __device__ __forceinline__ CtaWork cta_work_item(const mmi_attention_problem& p,
   return w;
 }
 
+// The persistent kernel's order: the same (b, h) grouping, with waves alternating between the
+// last and the first query blocks (last, first, last - 1, first + 1, ...). Its CTAs take items
+// from a shared counter, so the heaviest items must not all come at the end: causal rows are
+// heaviest at the back, but a permutation may put heavy rows at the front (the grid index's
+// line queries, which attend every earlier key). Either way they start within the first waves.
+__device__ __forceinline__ CtaWork cta_work_item_zigzag(const mmi_attention_problem& p, int item) {
+  const int heads_total = static_cast<int>(p.batch) * static_cast<int>(p.q_heads);
+  const int wave = item / heads_total;
+  const int last_first = (wave & 1) == 0 ? wave >> 1 : static_cast<int>(p.index.num_q_blocks) - 1 -
+                                                           (wave >> 1);
+  // cta_work_item's wave w runs query block num_q_blocks - 1 - w.
+  return cta_work_item(p, (last_first * heads_total) + (item - wave * heads_total));
+}
+
 __device__ __forceinline__ CtaWork cta_work(const mmi_attention_problem& p) {
   return cta_work_item(p, static_cast<int>(blockIdx.x));
 }

@@ -99,8 +99,26 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
                              problem.head_dim, problem.v_stride_b, problem.v_stride_h,
                              problem.v_stride_s, &v_seq_dim, &v_head_dim, &v_batch_dim) &&
         v_seq_dim == maps.seq_dim && v_head_dim == maps.head_dim && v_batch_dim == maps.batch_dim;
+    // The work counter the CTAs take items from (dynamic scheduling: item costs differ by far
+    // more than a wave's worth, e.g. a grid index's line queries). Stream-ordered, so it costs a
+    // pooled allocation and a 4-byte memset; without it the CTAs take items statically.
+    int* work_counter = nullptr;
+    if (cudaMallocAsync(reinterpret_cast<void**>(&work_counter), sizeof(int), stream) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();
+      work_counter = nullptr;
+    } else if ((status = cudaMemsetAsync(work_counter, 0, sizeof(int), stream)) != cudaSuccess) {
+      (void)cudaFreeAsync(work_counter, stream);
+      return status;
+    }
     Kernel::function<<<static_cast<unsigned>(ctas), Traits::kThreads, Kernel::shared_bytes,
-                       stream>>>(problem, maps);
+                       stream>>>(problem, maps, work_counter);
+    status = cudaGetLastError();
+    if (work_counter != nullptr) {
+      const cudaError_t freed = cudaFreeAsync(work_counter, stream);
+      if (status == cudaSuccess) status = freed;
+    }
+    return status;
   } else {
     Kernel::function<<<static_cast<unsigned>(ctas), Traits::kThreads, Kernel::shared_bytes,
                        stream>>>(problem);

@@ -1,8 +1,10 @@
 // Warp-specialised, persistent Hopper (sm_90a) variant of the block-sparse attention forward:
 // same semantics, index walk, tile math and robustness rules as sm90_attention_kernel.cuh, with
 // the loads taken off the math warps, Q held in registers, and one CTA per SM looping over work
-// items (cta_work_item: item, item + gridDim.x, ...), so the next item's Q and first key tiles load
-// while the math warps finish the current one.
+// items, so the next item's Q and first key tiles load while the math warps finish the current
+// one. The CTAs take items from a counter shared by the launch (first item blockIdx.x, then
+// gridDim.x + atomicAdd), in cta_work_item_zigzag's order, so that a few heavy items (a grid
+// index's line queries attend every earlier key) cannot all land on a few CTAs at the end.
 //
 // CTA = 384 threads = 3 warpgroups; a work item = one (batch, query head, 128-row query block):
 //   producer  warpgroup 0 (56 registers per thread after setmaxnreg). Per item: the query
@@ -101,6 +103,7 @@ struct Sm90WsShared {
   uint64_t empty[Traits::kStages];
   uint64_t q_full[2];   // Q buffer + query positions of an item landed
   uint64_t q_empty[2];  // consumers done with them (after the item's epilogue)
+  int item[2];          // per Q buffer: its work item, or >= the item count at the end
   KeyTileMeta meta[Traits::kStages];    // per stage: slots, min / max position (x = 0: end)
   int key_pos[Traits::kStages][kKeyTile];
   KeyTileMeta staged_meta[2];           // position warp: tiles located, positions in flight
@@ -122,10 +125,19 @@ static_assert(sm90_ws_shared_bytes<Sm90WsTraits<128>>() <= 232448,
 
 #if defined(__CUDACC__)
 
+// The work item after `item` of this CTA: from the launch's shared counter (zeroed before the
+// launch; items 0 .. gridDim.x - 1 are the CTAs' first), or statically item + gridDim.x without
+// one. A CTA fetches once more after its last item: the counter ends below items + gridDim.x.
+__device__ __forceinline__ int next_work_item(int* work_counter, int item) {
+  if (work_counter == nullptr) return item + static_cast<int>(gridDim.x);
+  return static_cast<int>(gridDim.x) + atomicAdd(work_counter, 1);
+}
+
 template <class Traits, class Element>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     sm90_ws_attention_fwd_kernel(const mmi_attention_problem p,
-                                 const __grid_constant__ KvTensorMaps maps) {
+                                 const __grid_constant__ KvTensorMaps maps,
+                                 int* const work_counter) {
 #if defined(MMI_SM90_WGMMA_AVAILABLE)
   using Math = typename Traits::Math;
   using Storage = Sm90WsShared<Traits>;
@@ -181,12 +193,27 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const uint32_t k_stride_bytes = static_cast<uint32_t>(p.k_stride_s * 2);
     const uint32_t v_stride_bytes = static_cast<uint32_t>(p.v_stride_s * 2);
     uint32_t tile = 0;  // stage uses so far, over all items: stage tile % kStages
-    int j = 0;          // items so far: Q buffer j & 1
+    // Thread 0: the CTA's next item, fetched one item ahead so the atomic's latency hides behind
+    // the current item's loads.
+    int next_item = static_cast<int>(blockIdx.x);
 #pragma unroll 1
-    for (int64_t item = blockIdx.x; item < num_items; item += gridDim.x, ++j) {
-      const CtaWork w = cta_work_item(p, static_cast<int>(item));
+    for (int j = 0;; ++j) {  // j: items so far, Q buffer j & 1
       const int qbuf = j & 1;
       mbarrier_wait(&smem.q_empty[qbuf], ((j >> 1) & 1) ^ 1);
+      if (tid == 0) {
+        smem.item[qbuf] = next_item;
+        next_item = next_work_item(work_counter, next_item);
+      }
+      named_barrier_sync(Traits::kProducerBarrier, Traits::kProducerThreads);
+      const int item = smem.item[qbuf];
+      if (item >= num_items) {
+        // Past the last item: complete the Q buffer's phase (both arrivals of every producer
+        // thread) so the consumers read the end marker and leave.
+        mbarrier_arrive(&smem.q_full[qbuf]);
+        cp_async_mbarrier_arrive(&smem.q_full[qbuf]);
+        break;
+      }
+      const CtaWork w = cta_work_item_zigzag(p, item);
       load_query_positions(p, w, Traits::kBlockQ, smem.query_pos[qbuf], tid,
                            Traits::kProducerThreads);
       if (tid < kD / 8) {
@@ -284,14 +311,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int causal_offset = seq_k - seq_q;
   const bool causal = p.causal != 0;
   uint32_t tile = 0;
-  int j = 0;
 #pragma unroll 1
-  for (int64_t item = blockIdx.x; item < num_items; item += gridDim.x, ++j) {
-    const CtaWork w = cta_work_item(p, static_cast<int>(item));
+  for (int j = 0;; ++j) {
     const int qbuf = j & 1;
     const uint32_t q_tile = q_tile0 + qbuf * kQBufferBytes;
     const int* query_pos = smem.query_pos[qbuf];
     mbarrier_wait(&smem.q_full[qbuf], (j >> 1) & 1);
+    const int item = smem.item[qbuf];  // written before the producer's q_full arrivals
+    if (item >= num_items) break;
+    const CtaWork w = cta_work_item_zigzag(p, item);
     int row_limit[2];
     sm90_row_limits(query_pos, warp, lane, causal_offset, causal, row_limit, smem.warp_limits);
     // Q fragments of this warp's 16 rows, k16 step ks: ldmatrix matrices (rows 0-7 | 8-15) x
