@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The issue-3 acceptance run on a lent GPU, in two calls of one lease (each under 10 minutes):
 #   benchmarks/device_final.sh checks   build, torch-free kernel harness (27 cases vs the C core)
-#                                       and its memcheck / racecheck / synccheck, index harness,
+#                                       and its memcheck / racecheck / synccheck and timing, index harness,
 #                                       GPU pytest, per-stage online index costs
 #   benchmarks/device_final.sh bench    benchmarks/kernels.py at 32K .. 1M in one process, from 512K
 #                                       on capped at 76 GiB of allocator memory (an 80 GB card)
@@ -26,6 +26,7 @@ case "${1:-checks}" in
     for tool in memcheck racecheck synccheck; do
       TAIL=2 step "sanitize_$tool" 120 "$SAN" --tool "$tool" --error-exitcode 1 /tmp/harness/harness --small
     done
+    TAIL=12 step harness_bench 120 /tmp/harness/harness --bench
     pip install -q --no-index --find-links .device/wheels pytest > /dev/null 2>&1
     TAIL=12 step pytest_gpu 240 python3 -m pytest -q -m gpu -p no:cacheprovider -rfs tests
     TAIL=20 step index_breakdown 120 python3 benchmarks/index_breakdown.py --seqs 131072 262144 1048576 --out "$O"
