@@ -29,7 +29,8 @@ case "${1:-checks}" in
     TAIL=12 step harness_bench 120 /tmp/harness/harness --bench
     pip install -q --no-index --find-links .device/wheels pytest > /dev/null 2>&1
     TAIL=12 step pytest_gpu 240 python3 -m pytest -q -m gpu -p no:cacheprovider -rfs tests
-    TAIL=20 step index_breakdown 120 python3 benchmarks/index_breakdown.py --seqs 131072 262144 1048576 --out "$O"
+    [ -n "${SKIP_BREAKDOWN:-}" ] ||
+      TAIL=20 step index_breakdown 120 python3 benchmarks/index_breakdown.py --seqs 131072 262144 1048576 --out "$O"
     ;;
   bench)
     ls mminference/_C*.so > /dev/null 2>&1 || step build 300 python3 setup.py build_ext --inplace
