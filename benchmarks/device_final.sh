@@ -5,6 +5,7 @@
 #                                       GPU pytest, per-stage online index costs
 #   benchmarks/device_final.sh bench    benchmarks/kernels.py at 32K .. 1M in one process, from 512K
 #                                       on capped at 76 GiB of allocator memory (an 80 GB card)
+#   benchmarks/device_final.sh all      build, harness, memcheck, racecheck, then bench (one call)
 # Each step is time-limited and logged under $OUT; what finishes comes back even if a later step
 # runs out. The bench call builds the extension again only if the first call's build is gone.
 set -u
@@ -32,9 +33,22 @@ case "${1:-checks}" in
     [ -n "${SKIP_BREAKDOWN:-}" ] ||
       TAIL=20 step index_breakdown 120 python3 benchmarks/index_breakdown.py --seqs 131072 262144 1048576 --out "$O"
     ;;
-  bench)
+  all)
+    # One call for a short lease: build, the harness and two sanitizers, then the bench with
+    # whatever remains of 590 s (kernels.py writes its JSON after every length).
+    BUILD_DIR=/tmp/harness step harness_build 150 csrc/cuda/tests/build_and_run.sh --build-only &
+    TAIL=8 step index_harness 150 csrc/cuda/tests/build_index_harness.sh &
+    step build 300 python3 setup.py build_ext --inplace
+    wait
+    TAIL=3 step harness 60 /tmp/harness/harness
+    for tool in memcheck racecheck; do
+      TAIL=2 step "sanitize_$tool" 60 "$SAN" --tool "$tool" --error-exitcode 1 /tmp/harness/harness --small
+    done
+    "$0" bench_only $((590 - SECONDS))
+    ;;
+  bench|bench_only)
     ls mminference/_C*.so > /dev/null 2>&1 || step build 300 python3 setup.py build_ext --inplace
-    TAIL=60 step kernels 330 python3 benchmarks/kernels.py --seqs 32768 131072 262144 524288 1048576 \
+    TAIL=60 step kernels "${2:-330}" python3 benchmarks/kernels.py --seqs 32768 131072 262144 524288 1048576 \
       --patterns full a_shape vertical_slash grid --baselines sdpa_cudnn sdpa_flash flex \
       --flex-seqs 131072 --flash-max-seq 262144 --full-max-seq 131072 --memory-cap-gib 76 --out "$O"
     ;;
