@@ -41,6 +41,9 @@ __device__ __forceinline__ CtaWork cta_work_item(const mmi_attention_problem& p,
 // heaviest at the back, but a permutation may put heavy rows at the front (the grid index's
 // line queries, which attend every earlier key). Either way they start within the first waves.
 __device__ __forceinline__ CtaWork cta_work_item_zigzag(const mmi_attention_problem& p, int item) {
+#if defined(MMI_SM90_STATIC_SCHEDULE)  // A/B timing against the static last-first schedule
+  return cta_work_item(p, item);
+#endif
   const int heads_total = static_cast<int>(p.batch) * static_cast<int>(p.q_heads);
   const int wave = item / heads_total;
   const int last_first = (wave & 1) == 0 ? wave >> 1 : static_cast<int>(p.index.num_q_blocks) - 1 -

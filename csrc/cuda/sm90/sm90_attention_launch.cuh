@@ -102,7 +102,9 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
     // The work counter the CTAs take items from (dynamic scheduling: item costs differ by far
     // more than a wave's worth, e.g. a grid index's line queries). Stream-ordered, so it costs a
     // pooled allocation and a 4-byte memset; without it the CTAs take items statically.
+    // -DMMI_SM90_STATIC_SCHEDULE builds the previous static last-first schedule (A/B timing).
     int* work_counter = nullptr;
+#if !defined(MMI_SM90_STATIC_SCHEDULE)
     if (cudaMallocAsync(reinterpret_cast<void**>(&work_counter), sizeof(int), stream) !=
         cudaSuccess) {
       (void)cudaGetLastError();
@@ -111,6 +113,7 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
       (void)cudaFreeAsync(work_counter, stream);
       return status;
     }
+#endif
     Kernel::function<<<static_cast<unsigned>(ctas), Traits::kThreads, Kernel::shared_bytes,
                        stream>>>(problem, maps, work_counter);
     status = cudaGetLastError();
