@@ -17,16 +17,23 @@ step() { local n=$1 t=$2; shift 2; local s=$SECONDS; timeout "$t" "$@" > "$O/$n.
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 SAN="$(dirname "$(command -v nvcc)")/compute-sanitizer"
 
+# The extension, the torch-free kernel harness (vs the C core) and the index harness, then the
+# harness's small cases under each compute-sanitizer tool named. $1: seconds per step.
+build_and_check() {
+  local limit=$1; shift
+  BUILD_DIR=/tmp/harness step harness_build 150 csrc/cuda/tests/build_and_run.sh --build-only &
+  TAIL=8 step index_harness 150 csrc/cuda/tests/build_index_harness.sh &
+  step build 300 python3 setup.py build_ext --inplace
+  wait
+  TAIL=3 step harness "$limit" /tmp/harness/harness
+  for tool in "$@"; do
+    TAIL=2 step "sanitize_$tool" "$limit" "$SAN" --tool "$tool" --error-exitcode 1 /tmp/harness/harness --small
+  done
+}
+
 case "${1:-checks}" in
   checks)
-    BUILD_DIR=/tmp/harness step harness_build 150 csrc/cuda/tests/build_and_run.sh --build-only &
-    TAIL=8 step index_harness 150 csrc/cuda/tests/build_index_harness.sh &
-    step build 300 python3 setup.py build_ext --inplace
-    wait
-    TAIL=3 step harness 120 /tmp/harness/harness
-    for tool in memcheck racecheck synccheck; do
-      TAIL=2 step "sanitize_$tool" 120 "$SAN" --tool "$tool" --error-exitcode 1 /tmp/harness/harness --small
-    done
+    build_and_check 120 memcheck racecheck synccheck
     TAIL=12 step harness_bench 120 /tmp/harness/harness --bench
     pip install -q --no-index --find-links .device/wheels pytest > /dev/null 2>&1
     TAIL=12 step pytest_gpu 240 python3 -m pytest -q -m gpu -p no:cacheprovider -rfs tests
@@ -36,14 +43,7 @@ case "${1:-checks}" in
   all)
     # One call for a short lease: build, the harness and two sanitizers, then the bench with
     # whatever remains of 590 s (kernels.py writes its JSON after every length).
-    BUILD_DIR=/tmp/harness step harness_build 150 csrc/cuda/tests/build_and_run.sh --build-only &
-    TAIL=8 step index_harness 150 csrc/cuda/tests/build_index_harness.sh &
-    step build 300 python3 setup.py build_ext --inplace
-    wait
-    TAIL=3 step harness 60 /tmp/harness/harness
-    for tool in memcheck racecheck; do
-      TAIL=2 step "sanitize_$tool" 60 "$SAN" --tool "$tool" --error-exitcode 1 /tmp/harness/harness --small
-    done
+    build_and_check 60 memcheck racecheck
     "$0" bench_only $((590 - SECONDS))
     ;;
   bench|bench_only)
