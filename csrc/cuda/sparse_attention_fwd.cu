@@ -88,10 +88,12 @@ int check_problem(const mmi_attention_problem* p, mmi_error* err) {
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
                          "kv_columns: capacity %lld is outside [0, %lld]",
                          (long long)ix.max_columns, (long long)kMaxCapacity);
-  if (p->batch * p->q_heads * nqb > INT32_MAX)
+  // Work items are int in the kernels; the persistent kernel's CTAs count up to two grid widths
+  // (<= 2 x SMs) past the last item before they stop, hence the margin.
+  if (p->batch * p->q_heads * nqb > INT32_MAX - (1 << 20))
     return mmi_error_set(err, MMI_ERR_INVALID_SHAPE,
-                         "q: batch %lld x heads %lld x query blocks %lld exceeds the CUDA grid "
-                         "limit 2^31 - 1",
+                         "q: batch %lld x heads %lld x query blocks %lld exceeds the CUDA kernel's "
+                         "work-item limit 2^31 - 2^20",
                          (long long)p->batch, (long long)p->q_heads, (long long)nqb);
   return MMI_OK;
 }

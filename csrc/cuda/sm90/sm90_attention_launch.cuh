@@ -101,7 +101,9 @@ cudaError_t launch_sm90_attention(const mmi_attention_problem& problem, int devi
         v_seq_dim == maps.seq_dim && v_head_dim == maps.head_dim && v_batch_dim == maps.batch_dim;
     // The work counter the CTAs take items from (dynamic scheduling: item costs differ by far
     // more than a wave's worth, e.g. a grid index's line queries). Stream-ordered, so it costs a
-    // pooled allocation and a 4-byte memset; without it the CTAs take items statically.
+    // pooled allocation and a 4-byte memset; without it the CTAs take items statically. Under
+    // stream capture these become memory nodes (the memset re-zeroes the counter every replay),
+    // and CUDA allows one executable instance of a graph with memory nodes at a time.
     // -DMMI_SM90_STATIC_SCHEDULE builds the previous static last-first schedule (A/B timing).
     int* work_counter = nullptr;
 #if !defined(MMI_SM90_STATIC_SCHEDULE)

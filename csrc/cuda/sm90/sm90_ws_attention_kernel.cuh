@@ -127,7 +127,9 @@ static_assert(sm90_ws_shared_bytes<Sm90WsTraits<128>>() <= 232448,
 
 // The work item after `item` of this CTA: from the launch's shared counter (zeroed before the
 // launch; items 0 .. gridDim.x - 1 are the CTAs' first), or statically item + gridDim.x without
-// one. A CTA fetches once more after its last item: the counter ends below items + gridDim.x.
+// one. Thread 0 fetches one item ahead, also in the iteration that finds the end, so returned
+// values reach items + 2 gridDim.x - 1 (the host keeps items 2^20 below INT32_MAX). A CTA
+// claims up to two items ahead of its consumers (the fetch-ahead and the second Q buffer).
 __device__ __forceinline__ int next_work_item(int* work_counter, int item) {
   if (work_counter == nullptr) return item + static_cast<int>(gridDim.x);
   return static_cast<int>(gridDim.x) + atomicAdd(work_counter, 1);
