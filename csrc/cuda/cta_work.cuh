@@ -43,13 +43,14 @@ __device__ __forceinline__ CtaWork cta_work_item(const mmi_attention_problem& p,
 __device__ __forceinline__ CtaWork cta_work_item_zigzag(const mmi_attention_problem& p, int item) {
 #if defined(MMI_SM90_STATIC_SCHEDULE)  // A/B timing against the static last-first schedule
   return cta_work_item(p, item);
-#endif
+#else
   const int heads_total = static_cast<int>(p.batch) * static_cast<int>(p.q_heads);
   const int wave = item / heads_total;
   const int last_first = (wave & 1) == 0 ? wave >> 1 : static_cast<int>(p.index.num_q_blocks) - 1 -
                                                            (wave >> 1);
   // cta_work_item's wave w runs query block num_q_blocks - 1 - w.
   return cta_work_item(p, (last_first * heads_total) + (item - wave * heads_total));
+#endif
 }
 
 __device__ __forceinline__ CtaWork cta_work(const mmi_attention_problem& p) {

@@ -89,8 +89,8 @@ inline bool encode_kv_tensor_map(CUtensorMap* map, const void* base, int64_t bat
   static const Encode encode = []() -> Encode {
     void* function = nullptr;
     cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-    // The by-version lookup pins the 12.0 ABI of the function; it exists from CUDA 12.5 on
-    // (and the unversioned one is gone in 13), so older toolkits use the unversioned lookup.
+    // The by-version lookup pins the 12.0 ABI of the function; it exists from CUDA 12.5 on, where
+    // the unversioned lookup is deprecated, so only older toolkits use the unversioned one.
 #if CUDART_VERSION >= 12050
     const cudaError_t looked_up = cudaGetDriverEntryPointByVersion(
         "cuTensorMapEncodeTiled", &function, 12000, cudaEnableDefault, &found);
