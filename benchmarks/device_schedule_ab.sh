@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of the persistent sm_90a kernel's scheduling on one lent GPU, in one call: the extension
 # built with -DMMI_SM90_STATIC_SCHEDULE (static, last-first: the kernel before dynamic
-# scheduling), then as shipped (atomic counter, zigzag order), each timed by kernels.py twice,
+# scheduling), and as shipped (atomic counter, heavy-first order; an extension already built in
+# the tree is taken as the shipped one), each timed by kernels.py $ROUNDS times (default 2),
 # interleaved (static, dynamic, static, dynamic) so drift shows.
 set -u
 cd "$(dirname "$0")/.."
@@ -14,9 +15,14 @@ build() {
   MMI_CUDA_ARCH_FLAGS="$ARCH $1" timeout 200 python3 setup.py build_ext --inplace > "$O/build_$2.log" 2>&1
   mkdir -p "/tmp/ab/$2" && cp mminference/_C*.so "/tmp/ab/$2/"
 }
-build -DMMI_SM90_STATIC_SCHEDULE static
-build "" dynamic
-for round in 1 2; do
+if ls mminference/_C*.so > /dev/null 2>&1; then
+  mkdir -p /tmp/ab/dynamic && cp mminference/_C*.so /tmp/ab/dynamic/
+  build -DMMI_SM90_STATIC_SCHEDULE static
+else
+  build -DMMI_SM90_STATIC_SCHEDULE static
+  build "" dynamic
+fi
+for round in $(seq "${ROUNDS:-2}"); do
   for variant in static dynamic; do
     cp /tmp/ab/$variant/_C*.so mminference/
     echo "== $variant round $round"

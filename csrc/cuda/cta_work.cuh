@@ -35,15 +35,19 @@ __device__ __forceinline__ CtaWork cta_work_item(const mmi_attention_problem& p,
   return w;
 }
 
-// The persistent kernel's order: the same (b, h) grouping, with waves alternating between the
-// last and the first query blocks (last, first, last - 1, first + 1, ...). Its CTAs take items
-// from a shared counter, so the heaviest items must not all come at the end: causal rows are
-// heaviest at the back, but a permutation may put heavy rows at the front (the grid index's
-// line queries, which attend every earlier key). Either way they start within the first waves.
-__device__ __forceinline__ CtaWork cta_work_item_zigzag(const mmi_attention_problem& p, int item) {
+// The persistent kernel's order. Its CTAs take items from a shared counter, so the heaviest
+// items must come early, not last. Without a query permutation that is cta_work_item's order
+// (causal rows grow heavier towards the back). A permutation may put heavy rows anywhere, e.g.
+// the grid index's line queries (they attend every earlier key) at the front: then the waves
+// alternate between the last and the first query blocks (last, first, last - 1, first + 1, ...),
+// so heavy blocks at either end start within the first waves. (Alternating always cost the
+// A-shape 2% on an H100: consecutive waves no longer share their local windows in L2.)
+__device__ __forceinline__ CtaWork cta_work_item_heavy_first(const mmi_attention_problem& p,
+                                                             int item) {
 #if defined(MMI_SM90_STATIC_SCHEDULE)  // A/B timing against the static last-first schedule
   return cta_work_item(p, item);
 #else
+  if (p.index.q_perm == nullptr) return cta_work_item(p, item);
   const int heads_total = static_cast<int>(p.batch) * static_cast<int>(p.q_heads);
   const int wave = item / heads_total;
   const int last_first = (wave & 1) == 0 ? wave >> 1 : static_cast<int>(p.index.num_q_blocks) - 1 -

@@ -3,7 +3,7 @@
 // the loads taken off the math warps, Q held in registers, and one CTA per SM looping over work
 // items, so the next item's Q and first key tiles load while the math warps finish the current
 // one. The CTAs take items from a counter shared by the launch (first item blockIdx.x, then
-// gridDim.x + atomicAdd), in cta_work_item_zigzag's order, so that a few heavy items (a grid
+// gridDim.x + atomicAdd), in cta_work_item_heavy_first's order, so that a few heavy items (a grid
 // index's line queries attend every earlier key) cannot all land on a few CTAs at the end.
 //
 // CTA = 384 threads = 3 warpgroups; a work item = one (batch, query head, 128-row query block):
@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         cp_async_mbarrier_arrive(&smem.q_full[qbuf]);
         break;
       }
-      const CtaWork w = cta_work_item_zigzag(p, item);
+      const CtaWork w = cta_work_item_heavy_first(p, item);
       load_query_positions(p, w, Traits::kBlockQ, smem.query_pos[qbuf], tid,
                            Traits::kProducerThreads);
       if (tid < kD / 8) {
@@ -321,7 +321,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     mbarrier_wait(&smem.q_full[qbuf], (j >> 1) & 1);
     const int item = smem.item[qbuf];  // written before the producer's q_full arrivals
     if (item >= num_items) break;
-    const CtaWork w = cta_work_item_zigzag(p, item);
+    const CtaWork w = cta_work_item_heavy_first(p, item);
     int row_limit[2];
     sm90_row_limits(query_pos, warp, lane, causal_offset, causal, row_limit, smem.warp_limits);
     // Q fragments of this warp's 16 rows, k16 step ks: ldmatrix matrices (rows 0-7 | 8-15) x
