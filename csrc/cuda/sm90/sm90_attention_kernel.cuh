@@ -371,10 +371,18 @@ __device__ __forceinline__ void sm90_mask_scores(float (&s)[Traits::kScoreRegs],
   }
 }
 
+// A row's reference maximum (the max the exponentials are taken against) moves only when a tile's
+// max exceeds it by more than 2^kLazyRescaleLog2 in probability: after the first tiles it rarely
+// moves, so O is rarely rescaled (an O rescale is 64 multiplies per thread at D = 128, half as
+// many instructions as the tile's exponentials). Probabilities then stay below 2^8 before
+// normalisation: exact in bf16 / fp16 up to rounding, and the float32 sums cannot overflow.
+// MMI_SM90_EAGER_RESCALE restores the exact running max (for A/B timing).
+constexpr float kLazyRescaleLog2 = 8.f;
+
 // Online softmax update (log2 domain) of this thread's two rows with the (masked) scores s:
 // s becomes the unnormalised probabilities, row_max / row_sum advance, correction[hf] is the
 // factor O's row must be scaled by, rescale[hf] whether any row of the warp's half hf changed its
-// max (warp-uniform).
+// reference max (warp-uniform).
 template <class Traits>
 __device__ __forceinline__ void sm90_softmax_update(float (&s)[Traits::kScoreRegs],
                                                     float (&row_max)[2], float (&row_sum)[2],
@@ -389,7 +397,14 @@ __device__ __forceinline__ void sm90_softmax_update(float (&s)[Traits::kScoreReg
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
     const float old_max = row_max[hf];
+#if defined(MMI_SM90_EAGER_RESCALE)
     const float new_max = fmaxf(old_max, tile_max);
+#else
+    // old_max = -inf and a finite tile max: +inf > threshold, the max moves. Both -inf: NaN
+    // compares false and fmaxf keeps -inf.
+    const float new_max =
+        (tile_max - old_max) * scale_log2 > kLazyRescaleLog2 ? tile_max : old_max;
+#endif
     const float ref = new_max == -INFINITY ? 0.f : new_max * scale_log2;
     correction[hf] = fast_exp2(old_max * scale_log2 - ref);  // 0 when old = -inf
     row_max[hf] = new_max;

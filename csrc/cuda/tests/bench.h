@@ -1,7 +1,8 @@
 // Timing mode: full-density causal attention (one range per query block up to its causal limit),
 // B = 1, Hq = 28, Hkv = 4, D = 128, bfloat16, block_q 128, q/k/v/out stored (B, S, H, D); then the
 // entry point alone on the A-shape index of benchmarks/kernels.py at S = 128K (sink 1024 + local
-// 4096 keys, causal), where each query block has few tiles and per-block overheads show.
+// 4096 keys, causal), where each query block has few tiles and per-block overheads show, and on
+// its grid index (permuted queries and keys) at 32K and 128K.
 // Times the C entry point (the kernel it picks is printed) and, launched directly: the mma.sync
 // kernel's shipped configuration (what MMI_CUDA_FORCE_MMA_SYNC=1 runs), an alternative tile
 // configuration of it, and the sm_90a wgmma kernel (csrc/cuda/sm90/; only on compute capability 9.0
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "device_run.h"
+#include "mmi.h"
 #include "sm90/sm90_attention_launch.cuh"
 #include "sparse_attention_launch.cuh"
 
@@ -129,17 +131,21 @@ inline int run_bench() {
   HARNESS_CUDA_CHECK(cudaGetDevice(&device));
   HARNESS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-  std::printf("B=1 Hq=%lld Hkv=%lld bf16 block_q=%lld, full density, median of 20\n",
+  std::printf("B=1 Hq=%lld Hkv=%lld bf16 block_q=%lld, median of 20\n",
               (long long)kHeads, (long long)kKvHeads, (long long)kBlockQ);
 
-  // D = 128: every variant; D = 64: the entry point only (the direct launchers are D = 128's).
+  // D = 128 dense: every variant; D = 64 and the sparse patterns: the entry point only (the
+  // direct launchers are D = 128's and take no permutation).
+  enum class Pattern { kDense, kAShape, kGrid };
   struct Case {
     int64_t dim, seq;
-    bool causal, a_shape;
+    bool causal;
+    Pattern pattern;
   };
-  const Case cases[] = {{128, 16384, true, false}, {128, 16384, false, false},
-                        {128, 32768, true, false}, {64, 32768, true, false},
-                        {128, 131072, true, true}};
+  const Case cases[] = {{128, 16384, true, Pattern::kDense},   {128, 16384, false, Pattern::kDense},
+                        {128, 32768, true, Pattern::kDense},   {64, 32768, true, Pattern::kDense},
+                        {128, 131072, true, Pattern::kAShape}, {128, 32768, true, Pattern::kGrid},
+                        {128, 131072, true, Pattern::kGrid}};
   for (const Case& c : cases) {
     {
       const int64_t kDim = c.dim, seq = c.seq;
@@ -158,30 +164,55 @@ inline int run_bench() {
       fill_bf16<<<1024, 256>>>(v.get(), kv_layout.elements, 3);
       HARNESS_CUDA_CHECK(cudaGetLastError());
 
-      // Full density: one range per query block, [0, causal limit of its last row). A-shape:
-      // [0, 1024) and the 64-key-aligned window reaching 4096 keys back from the block's first
-      // row, merged when they touch. Shared by all heads.
+      // Index shared by all heads (strides 0). Dense: one range per query block, [0, causal
+      // limit of its last row). A-shape (benchmarks/kernels.py's): [0, 1024) and the 64-key-aligned
+      // window reaching 4096 keys back from the block's first row, merged when they touch. Grid
+      // (kernels.py's): the C core's builder, 256 tokens per frame, phase 0, horizontal and
+      // vertical lines, local 1024, no sink; q/k permutations put the lines first.
       constexpr int64_t kSink = 1024, kLocal = 4096, kBlockK = 64;
       const int64_t nqb = (seq + kBlockQ - 1) / kBlockQ;
-      std::vector<int32_t> ranges(nqb * 4), counts(nqb, 1);
+      const int64_t max_ranges = c.pattern == Pattern::kGrid ? 4 : 2;
+      std::vector<int32_t> ranges(nqb * max_ranges * 2), counts(nqb, 1), q_perm, k_perm;
+      if (c.pattern == Pattern::kGrid) {
+        mmi_grid_options options{};
+        options.seq = seq;
+        options.block_q = kBlockQ;
+        options.block_k = kBlockK;
+        options.span_start = 0;
+        options.span_end = seq;
+        options.sink = 0;
+        options.local = 1024;
+        options.use_hlines = 1;
+        options.use_vlines = 1;
+        const int32_t stride = 256, phase = 0;
+        q_perm.resize(seq);
+        k_perm.resize(seq);
+        mmi_error err{};
+        if (mmi_build_grid_index(1, 1, &options, &stride, &phase, q_perm.data(), k_perm.data(),
+                                 ranges.data(), counts.data(), &err) != MMI_OK) {
+          std::printf("grid index: %s\n", err.message);
+          return 1;
+        }
+      }
       double kept_pairs = 0;  // (query, key) pairs of the listed ranges, causality not subtracted
       for (int64_t qb = 0; qb < nqb; ++qb) {
-        const int64_t end = causal ? std::min((qb + 1) * kBlockQ, seq) : seq;
-        const int64_t local = std::max<int64_t>(0, (qb * kBlockQ - kLocal) / kBlockK * kBlockK);
-        int32_t* r = &ranges[4 * qb];
-        if (!c.a_shape || local <= kSink) {
+        int32_t* r = &ranges[2 * max_ranges * qb];
+        if (c.pattern != Pattern::kGrid) {
+          const int64_t end = causal ? std::min((qb + 1) * kBlockQ, seq) : seq;
+          const int64_t local = std::max<int64_t>(0, (qb * kBlockQ - kLocal) / kBlockK * kBlockK);
           r[0] = 0;
           r[1] = static_cast<int32_t>(end);
-        } else {
-          r[0] = 0;
-          r[1] = static_cast<int32_t>(kSink);
-          r[2] = static_cast<int32_t>(local);
-          r[3] = static_cast<int32_t>(end);
-          counts[qb] = 2;
+          if (c.pattern == Pattern::kAShape && local > kSink) {
+            r[1] = static_cast<int32_t>(kSink);
+            r[2] = static_cast<int32_t>(local);
+            r[3] = static_cast<int32_t>(end);
+            counts[qb] = 2;
+          }
         }
-        for (int32_t i = 0; i < counts[qb]; ++i) kept_pairs += double(r[2 * i + 1] - r[2 * i]) * kBlockQ;
+        const int64_t rows = std::min<int64_t>(kBlockQ, seq - qb * kBlockQ);
+        for (int32_t i = 0; i < counts[qb]; ++i) kept_pairs += double(r[2 * i + 1] - r[2 * i]) * rows;
       }
-      DeviceBuffer<int32_t> d_ranges(ranges), d_counts(counts);
+      DeviceBuffer<int32_t> d_ranges(ranges), d_counts(counts), d_q_perm(q_perm), d_k_perm(k_perm);
 
       mmi_attention_problem p{};
       p.dtype = MMI_DTYPE_BFLOAT16;
@@ -205,18 +236,24 @@ inline int run_bench() {
       p.causal = causal ? 1 : 0;
       p.index.block_q = kBlockQ;
       p.index.num_q_blocks = nqb;
-      p.index.max_ranges = 2;
+      p.index.max_ranges = max_ranges;
       p.index.kv_ranges = d_ranges.get();
       p.index.kv_range_count = d_counts.get();
+      p.index.q_perm = q_perm.empty() ? nullptr : d_q_perm.get();
+      p.index.k_perm = k_perm.empty() ? nullptr : d_k_perm.get();
 
-      // Dense: the causal half; A-shape: every listed pair (the kept tiles' work).
-      const double flops = c.a_shape ? 4.0 * kept_pairs * kDim * kHeads
-                                     : (causal ? 2.0 : 4.0) * seq * seq * kDim * kHeads;
-      const char* pattern = c.a_shape ? "A-shape" : causal ? "causal" : "non-causal";
+      // Dense: the causal half; sparse: every listed pair (the kept tiles' work).
+      const bool sparse = c.pattern != Pattern::kDense;
+      const double flops = sparse ? 4.0 * kept_pairs * kDim * kHeads
+                                  : (causal ? 2.0 : 4.0) * seq * seq * kDim * kHeads;
+      const char* pattern = c.pattern == Pattern::kAShape ? "A-shape"
+                            : c.pattern == Pattern::kGrid ? "grid"
+                            : causal                       ? "causal"
+                                                           : "non-causal";
       std::printf("S=%-6lld %-10s D=%lld entry point runs: %s\n", (long long)seq, pattern,
                   (long long)kDim, mmi_sparse_attention_cuda_kernel_name(&p));
       for (const Variant& variant : variants) {
-        if ((kDim != 128 || c.a_shape) && &variant != &variants[0]) continue;
+        if ((kDim != 128 || sparse) && &variant != &variants[0]) continue;
         const cudaError_t launched = variant.launch(p);
         if (launched != cudaSuccess) {
           (void)cudaGetLastError();

@@ -13,7 +13,8 @@
 #          --sanitize   memcheck, racecheck and synccheck in turn
 #          --all        full suite, then --sanitize, then --bench (one build; non-zero if any fails)
 #          --build-only compile and link, run nothing
-# Build outputs go to build/cuda_harness/ (or $BUILD_DIR).
+# Build outputs go to build/cuda_harness/ (or $BUILD_DIR). $EXTRA_NVCC_FLAGS is added to the CUDA
+# compile lines (e.g. -DMMI_SM90_NO_PINGPONG for an A/B build of a kernel variant).
 # On compute capability 9.0 with ARCH sm_90a, block_q 128 with head_dim 64 / 128 runs the wgmma
 # kernel (csrc/cuda/sm90/); the harness prints the kernel of every case. Environment:
 #   MMI_CUDA_FORCE_MMA_SYNC=1   force the mma.sync kernel everywhere (read by the C entry point)
@@ -42,7 +43,7 @@ COMPUTE="compute_${ARCH#sm_}"
 
 mkdir -p "$BUILD"
 NVCC_FLAGS=(-std=c++17 -O3 --use_fast_math -lineinfo "-gencode=arch=$COMPUTE,code=$ARCH"
-            -I "$ROOT/csrc/core" -I "$ROOT/csrc/cuda" -Xcompiler -fopenmp)
+            -I "$ROOT/csrc/core" -I "$ROOT/csrc/cuda" -Xcompiler -fopenmp ${EXTRA_NVCC_FLAGS:-})
 # The two CUDA translation units compile in the background while gcc builds the C core.
 "$NVCC" "${NVCC_FLAGS[@]}" -Xptxas -warn-spills -c "$ROOT/csrc/cuda/sparse_attention_fwd.cu" \
   -o "$BUILD/sparse_attention_fwd.o" &
