@@ -76,8 +76,6 @@ struct Sm90WsTraits {
   // Named barrier ids (0 is __syncthreads).
   static constexpr int kProducerBarrier = 1;
   static constexpr int kConsumerBarrier = 2;
-  // Issue turns of the consumer warpgroups (ids 3 and 4, one per warpgroup): see consumer_turn.
-  static constexpr int kTurnBarrier = 3;
   using Math = Sm90Traits<kHeadDim>;  // tile math and Q / output row mapping of 256 threads
   // Q, K and V gathers by the producer warpgroup.
   struct Gather {
@@ -315,9 +313,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int causal_offset = seq_k - seq_q;
   const bool causal = p.causal != 0;
   uint32_t tile = 0;
-#if !defined(MMI_SM90_NO_PINGPONG)
-  if (wg == 1) named_barrier_arrive(Traits::kTurnBarrier, kConsumers);  // warpgroup 0 goes first
-#endif
 #pragma unroll 1
   for (int j = 0;; ++j) {
     const int qbuf = j & 1;
@@ -353,23 +348,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         Wgmma::rs_n64(sc, qa[ks], k_major_descriptor(k_tile, Math::kBlockK, 0, ks),
                       ks > 0 ? 1 : 0);
       wgmma_commit();
-    };
-    // Ping-pong: per key tile, warpgroup 0 issues its wgmmas, then warpgroup 1, in turn, so one
-    // warpgroup's softmax runs under the other's matrix products instead of both leaving the
-    // tensor cores idle at once. Turn barrier kTurnBarrier + w: warpgroup w syncs on it (128
-    // threads) and the other warpgroup arrives on it (128) after issuing. Every stage use with data
-    // takes one turn in each warpgroup (also when a warpgroup skips the tile), so the counts match
-    // across items; warpgroup 1's first arrival is made before the item loop and warpgroup 0
-    // takes the last one after it.
-    auto take_turn = [&]() {
-#if !defined(MMI_SM90_NO_PINGPONG)
-      named_barrier_sync(Traits::kTurnBarrier + wg, kConsumers);
-#endif
-    };
-    auto pass_turn = [&]() {
-#if !defined(MMI_SM90_NO_PINGPONG)
-      named_barrier_arrive(Traits::kTurnBarrier + (wg ^ 1), kConsumers);
-#endif
     };
     const int2 wg_limits = sm90_warpgroup_limits(smem.warp_limits, wg);
     const int wg_limit_min = wg_limits.x;
@@ -421,11 +399,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       if (compute) {
         if (pending) {
           sm90_fence_pv_operands<Math>(o, pa);
-          take_turn();
           wgmma_fence();
           issue_s(sc, k_tile);
           sm90_issue_pv<Math, Wgmma>(o, pa, pending_v);
-          pass_turn();
           wgmma_wait<1>();  // S(i) done; P(i-1) V(i-1) may still run
           softmax();
           wgmma_wait<0>();
@@ -433,10 +409,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           mbarrier_arrive(&smem.empty[pending_stage]);
         } else {
           sm90_fence_pv_operands<Math>(o, pa);
-          take_turn();
           wgmma_fence();
           issue_s(sc, k_tile);
-          pass_turn();
           wgmma_wait<0>();
           softmax();
         }
@@ -445,17 +419,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         pending_stage = s;
       } else {
         if (pending) {
-          sm90_fence_pv_operands<Math>(o, pa);
-          take_turn();
-          wgmma_fence();
-          sm90_issue_pv<Math, Wgmma>(o, pa, pending_v);
-          pass_turn();
-          wgmma_wait<0>();
-          sm90_fence_pv_operands<Math>(o, pa);
+          sm90_run_pv<Math, Wgmma>(o, pa, pending_v);
           mbarrier_arrive(&smem.empty[pending_stage]);
-        } else {
-          take_turn();
-          pass_turn();
         }
         mbarrier_arrive(&smem.empty[s]);  // this warpgroup never reads tile i
       }
@@ -480,10 +445,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         p.out_stride_s, ctid);
     mbarrier_arrive(&smem.q_empty[qbuf]);
   }
-#if !defined(MMI_SM90_NO_PINGPONG)
-  // Warpgroup 1's last arrival (after its last issue, or the first one if there was no tile).
-  if (wg == 0) named_barrier_sync(Traits::kTurnBarrier, kConsumers);
-#endif
 #else
   // Built without sm_90a features: the host never launches this (sm90_kernel_available).
   __trap();
