@@ -7,10 +7,11 @@
 #   CHECKED  variants that also run the correctness suite (27 cases vs the C core) and the small
 #            cases under compute-sanitizer memcheck / racecheck / synccheck
 #   V...     variants timed by `harness --bench`, interleaved, ROUNDS times (default 2)
-# Logs under $OUT; prints each variant's entry-point lines per round.
+# Prints each variant's entry-point lines per round; the logs come back as $OUT/kernel_ab_logs.tgz
+# (the device tool returns only a few files).
 set -u
 cd "$(dirname "$0")/.."
-O="${OUT:-/tmp/out}"; mkdir -p "$O"
+O=/tmp/kernel_ab_logs; mkdir -p "$O"
 SAN="$(dirname "$(command -v nvcc)")/compute-sanitizer"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 step() { local n=$1 t=$2; shift 2; local s=$SECONDS; timeout "$t" "$@" > "$O/$n.log" 2>&1; echo "== $n rc=$? $((SECONDS-s))s"; tail -n "${TAIL:-3}" "$O/$n.log"; }
@@ -27,3 +28,4 @@ for round in $(seq "${3:-2}"); do
     grep -E "entry point +[0-9]" "$O/bench_${v}_r$round.log"
   done
 done
+tar -czf "${OUT:-/tmp}/kernel_ab_logs.tgz" -C "$O" .

@@ -32,6 +32,15 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* barrier) {
       : "memory");
 }
 
+// `count` arrivals at once by this thread (same semantics as `count` calls of mbarrier_arrive).
+__device__ __forceinline__ void mbarrier_arrive_count(uint64_t* barrier, uint32_t count) {
+  asm volatile(
+      "{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(
+          shared_address(barrier)),
+      "r"(count)
+      : "memory");
+}
+
 // One arrival that happens when all of this thread's earlier cp.async copies have landed; it
 // counts towards the barrier's initial count (.noinc).
 __device__ __forceinline__ void cp_async_mbarrier_arrive(uint64_t* barrier) {

@@ -242,17 +242,20 @@ __device__ __forceinline__ void sm90_stage_output(const float (&o)[Math::kOutReg
   }
 }
 
-// Epilogue, second half (after a barrier over the staging writers): scatters the staged rows to
-// their original positions with 16-byte stores. Threads tid = 0 .. Math::kThreads - 1.
-template <class Math>
+// Epilogue, second half (after a barrier over the staging writers): scatters staged rows
+// [row_base, row_base + kRows) to their original positions with 16-byte stores. Threads
+// tid = 0 .. kThreads - 1.
+template <class Math, int kThreads = Math::kThreads, int kRows = Math::kBlockQ>
 __device__ __forceinline__ void sm90_scatter_output(const unsigned char* stage,
                                                     const int* query_pos, uint16_t* out_rows,
-                                                    int64_t out_stride_s, int tid) {
-  constexpr int kPass = Math::kRowsPerPass;
+                                                    int64_t out_stride_s, int tid,
+                                                    int row_base = 0) {
+  constexpr int kPass = kThreads / Math::kChunksPerRow;
+  static_assert(kRows % kPass == 0, "whole passes");
   const int chunk = tid % Math::kChunksPerRow;
-  const int row0 = tid / Math::kChunksPerRow;
+  const int row0 = row_base + tid / Math::kChunksPerRow;
 #pragma unroll
-  for (int i = 0; i < Math::kBlockQ / kPass; ++i) {
+  for (int i = 0; i < kRows / kPass; ++i) {
     const int row = row0 + i * kPass;
     const int pos = query_pos[row];
     if (pos >= 0)

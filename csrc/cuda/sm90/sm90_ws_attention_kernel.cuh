@@ -67,15 +67,27 @@ struct Sm90WsTraits {
   static constexpr int kProducerThreads = 128;
   static constexpr int kConsumerThreads = 256;
   static constexpr int kThreads = kProducerThreads + kConsumerThreads;
-  // full: 32 position-warp arrivals + one arrival per producer thread: a cp.async arrival on a
-  // gathered tile; on a TMA tile 127 plain arrivals and thread 0's arrive.expect_tx (the copies'
-  // bytes then complete the phase).
-  static constexpr int kFullArrivals = 32 + kProducerThreads;
+  // full: the position warp's lane 0 (after __syncwarp: the warp's position stores are ordered
+  // before its release) + kProducerThreads arrivals for the copies: one cp.async arrival per
+  // producer thread on a gathered tile; on a TMA tile thread 0's arrive.expect_tx and an arrival
+  // of count kProducerThreads - 1 (the copies' bytes then complete the phase); on the end-of-walk
+  // stage one arrival of count kProducerThreads.
+  // empty: one arrival per consumer warp (lane 0 after __syncwarp, once every lane is done with
+  // the stage). One arrival per thread for both instead (MMI_SM90_THREAD_ARRIVALS, for A/B) makes
+  // 416 shared-memory atomics per tile instead of 9 to 137.
+#if defined(MMI_SM90_THREAD_ARRIVALS)
+  static constexpr int kPositionArrivals = 32;
+  static constexpr int kEmptyArrivals = kConsumerThreads;
+#else
+  static constexpr int kPositionArrivals = 1;
+  static constexpr int kEmptyArrivals = kConsumerThreads / 32;
+#endif
+  static constexpr int kFullArrivals = kPositionArrivals + kProducerThreads;
   // q_full: a plain arrival (query positions) and a cp.async arrival (Q rows) per producer thread.
   static constexpr int kQueryArrivals = 2 * kProducerThreads;
   // Named barrier ids (0 is __syncthreads).
   static constexpr int kProducerBarrier = 1;
-  static constexpr int kConsumerBarrier = 2;
+  static constexpr int kConsumerBarrier = 2;  // and 3: one per consumer warpgroup
   using Math = Sm90Traits<kHeadDim>;  // tile math and Q / output row mapping of 256 threads
   // Q, K and V gathers by the producer warpgroup.
   struct Gather {
@@ -171,7 +183,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #pragma unroll
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&smem.full[s], Traits::kFullArrivals);
-      mbarrier_init(&smem.empty[s], kConsumers);
+      mbarrier_init(&smem.empty[s], Traits::kEmptyArrivals);
     }
 #pragma unroll
     for (int buffer = 0; buffer < 2; ++buffer) {
@@ -264,13 +276,22 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                            smem.staged_meta[sb ^ 1], seq_k, lane);
           cp_async_commit();
           __syncwarp();
-          mbarrier_arrive(&smem.full[s]);  // publishes key_pos[s] and meta[s] to the consumers
+          // Publishes key_pos[s] and meta[s] to the consumers.
+#if defined(MMI_SM90_THREAD_ARRIVALS)
+          mbarrier_arrive(&smem.full[s]);
+#else
+          if (lane == 0) mbarrier_arrive(&smem.full[s]);
+#endif
         }
         named_barrier_sync(Traits::kProducerBarrier, Traits::kProducerThreads);
         const KeyTileMeta m = smem.meta[s];
         if (m.x == 0) {
           // The item's walk is over: complete the stage's phase without copies.
+#if defined(MMI_SM90_THREAD_ARRIVALS)
           mbarrier_arrive(&smem.full[s]);
+#else
+          if (tid == 0) mbarrier_arrive_count(&smem.full[s], Traits::kProducerThreads);
+#endif
           ++tile;
           break;
         }
@@ -284,9 +305,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                               &smem.full[s]);
             tma_load_rows<kD>(v_tile0 + s * kBufferBytes, &maps.v, maps, m.y, w.kv_h, w.b,
                               &smem.full[s]);
-          } else {
+#if !defined(MMI_SM90_THREAD_ARRIVALS)
+            mbarrier_arrive_count(&smem.full[s], Traits::kProducerThreads - 1);
+#endif
+          }
+#if defined(MMI_SM90_THREAD_ARRIVALS)
+          else {
             mbarrier_arrive(&smem.full[s]);
           }
+#endif
         } else {
           sm90_gather_key_tile<typename Traits::Gather>(
               k_tile0 + s * kBufferBytes, v_tile0 + s * kBufferBytes, smem.key_columns,
@@ -313,6 +340,25 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int causal_offset = seq_k - seq_q;
   const bool causal = p.causal != 0;
   uint32_t tile = 0;
+  // Per item, the warpgroups synchronise only within themselves (each reads and writes only its
+  // own query rows), so one can run its epilogue while the other computes; both at once with
+  // MMI_SM90_CTA_EPILOGUE (for A/B).
+  auto item_barrier = [&]() {
+#if defined(MMI_SM90_CTA_EPILOGUE)
+    named_barrier_sync(Traits::kConsumerBarrier, kConsumers);
+#else
+    named_barrier_sync(Traits::kConsumerBarrier + wg, kConsumers / 2);
+#endif
+  };
+  // The consumers' side of a stage's "empty" barrier (see Sm90WsTraits::kEmptyArrivals).
+  auto release_stage = [&](int stage) {
+#if defined(MMI_SM90_THREAD_ARRIVALS)
+    mbarrier_arrive(&smem.empty[stage]);
+#else
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(&smem.empty[stage]);
+#endif
+  };
 #pragma unroll 1
   for (int j = 0;; ++j) {
     const int qbuf = j & 1;
@@ -340,7 +386,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         }
       }
     }
-    named_barrier_sync(Traits::kConsumerBarrier, kConsumers);  // warp_limits published
+    item_barrier();  // warp_limits published
     // S[64x64] = Q K^T for this warpgroup's rows, one commit group.
     auto issue_s = [&](float (&sc)[Math::kScoreRegs], uint32_t k_tile) {
 #pragma unroll
@@ -373,7 +419,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       mbarrier_wait(&smem.full[s], (tile / kStages) & 1);
       const KeyTileMeta meta = smem.meta[s];
       if (meta.x == 0) {
-        mbarrier_arrive(&smem.empty[s]);  // the end-of-walk stage carries no data
+        release_stage(s);  // the end-of-walk stage carries no data
         ++tile;
         break;
       }
@@ -406,7 +452,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           softmax();
           wgmma_wait<0>();
           sm90_fence_pv_operands<Math>(o, pa);
-          mbarrier_arrive(&smem.empty[pending_stage]);
+          release_stage(pending_stage);
         } else {
           sm90_fence_pv_operands<Math>(o, pa);
           wgmma_fence();
@@ -420,29 +466,36 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       } else {
         if (pending) {
           sm90_run_pv<Math, Wgmma>(o, pa, pending_v);
-          mbarrier_arrive(&smem.empty[pending_stage]);
+          release_stage(pending_stage);
         }
-        mbarrier_arrive(&smem.empty[s]);  // this warpgroup never reads tile i
+        release_stage(s);  // this warpgroup never reads tile i
       }
       pending = compute;
     }
     if (pending) {  // the last computed tile's P V
       sm90_run_pv<Math, Wgmma>(o, pa, pending_v);
-      mbarrier_arrive(&smem.empty[pending_stage]);
+      release_stage(pending_stage);
     }
-    // Epilogue: the output is staged in the item's Q buffer once both warpgroups are past their
-    // ldmatrix reads of it; the buffer and query positions go back to the producer afterwards.
-    named_barrier_sync(Traits::kConsumerBarrier, kConsumers);
+    // Epilogue: each warp stages its output rows in the item's Q buffer over its own Q rows
+    // (read into registers at the item's start); the buffer and query positions go back to the
+    // producer once both warpgroups have scattered their rows.
     unsigned char* stage = reinterpret_cast<unsigned char*>(smem.q[qbuf]);
+    uint16_t* out_rows = static_cast<uint16_t*>(p.out) + w.b * p.out_stride_b + w.h * p.out_stride_h;
     float* lse_rows =
         p.lse != nullptr ? p.lse + (static_cast<int64_t>(w.b) * q_heads + w.h) * seq_q : nullptr;
+#if defined(MMI_SM90_CTA_EPILOGUE)
+    named_barrier_sync(Traits::kConsumerBarrier, kConsumers);
     sm90_stage_output<Math, Element>(o, row_sum, row_max, scale_log2, stage, query_pos, lse_rows,
                                      warp, lane);
-    named_barrier_sync(Traits::kConsumerBarrier, kConsumers);
-    sm90_scatter_output<Math>(
-        stage, query_pos,
-        static_cast<uint16_t*>(p.out) + w.b * p.out_stride_b + w.h * p.out_stride_h,
-        p.out_stride_s, ctid);
+    item_barrier();
+    sm90_scatter_output<Math>(stage, query_pos, out_rows, p.out_stride_s, ctid);
+#else
+    sm90_stage_output<Math, Element>(o, row_sum, row_max, scale_log2, stage, query_pos, lse_rows,
+                                     warp, lane);
+    item_barrier();
+    sm90_scatter_output<Math, 128, Traits::kBlockQ / 2>(stage, query_pos, out_rows,
+                                                        p.out_stride_s, ctid & 127, wg * 64);
+#endif
     mbarrier_arrive(&smem.q_empty[qbuf]);
   }
 #else
