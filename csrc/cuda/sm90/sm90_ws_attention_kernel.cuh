@@ -16,9 +16,10 @@
 //             0 with TMA (tma.cuh: K and V, 32 KB, completing a transaction count on the stage's
 //             "full" mbarrier); any other tile (columns, permuted keys, a range's partial last
 //             tile) is gathered by all 128 threads with 16-byte cp.async. "full" completes when
-//             warp 0 has published the tile's positions and statistics (a plain arrive per lane),
-//             every producer thread has arrived (cp.async.mbarrier.arrive.noinc after its copies,
-//             or a plain arrive for a TMA tile) and the TMA bytes, if any, have landed. An item's
+//             warp 0 has published the tile's positions and statistics (lane 0 arrives after a
+//             __syncwarp), the copies have arrived (every producer thread's
+//             cp.async.mbarrier.arrive.noinc after its gathers, or thread 0 for all of them on a
+//             TMA tile) and the TMA bytes, if any, have landed. An item's
 //             walk ends with a stage whose tile has no slots (meta.x == 0). The ring runs on
 //             across items: the producer waits on a stage's "empty" mbarrier before refilling it,
 //             and on "q_empty" before reusing a Q buffer (released after the epilogue of the item
@@ -30,8 +31,12 @@
 //             together with the deferred O += P(i-1) V(i-1), mask + online softmax of S(i) while
 //             P V runs, then release the stage of tile i-1. The epilogue stages the output in the
 //             item's Q buffer (its Q is in registers by then) and scatters it to global memory.
-// Empty stage: every consumer thread arrives once per stage use, when it no longer reads the tile
-// (after its P V, at once when its warpgroup skips the tile, or on the end-of-walk stage).
+//             The two warpgroups meet only on the stage barriers: item start and epilogue
+//             synchronise each warpgroup on its own, so one can finish an item while the other
+//             computes.
+// Empty stage: every consumer warp arrives once per stage use (lane 0, after a __syncwarp), when
+// it no longer reads the tile (after its P V, at once when its warpgroup skips the tile, or on
+// the end-of-walk stage).
 //
 // Measured on an H200 (csrc/cuda/tests harness --bench, Hq 28 / Hkv 4, D = 128, bf16,
 // 2026-11-28), TFLOP/s at S = 32K causal / A-shape at 128K (sink 1024 + local 4096):
@@ -44,7 +49,10 @@
 // producer warps 1-3 gathering while warp 0 walks (421 / 408); for the non-persistent cp.async
 // kernel, Q read from shared memory (432 vs 447), FlashAttention-3-style ping-pong between the
 // math warpgroups (447; racecheck cannot follow its bar.arrive pairs), 128-key tiles from two
-// stages with P V undeferred (446), 5 stages (438 vs 438).
+// stages with P V undeferred (446), 5 stages (438 vs 438). On this kernel (H100, harness --bench,
+// 2026-12-07, ms at A-shape 128K / grid 128K, two rounds): ping-pong issue turns between the
+// consumer warpgroups 20.69, 20.67 / 7.90, 8.07 against 20.69, 20.66 / 7.85, 7.91 without --
+// dropped; the lazy softmax reference max (sm90_softmax_update) 20.43, 20.20 / 7.77, 7.78 -- kept.
 #pragma once
 
 #include "sm90/barriers.cuh"
@@ -74,7 +82,7 @@ struct Sm90WsTraits {
   // stage one arrival of count kProducerThreads.
   // empty: one arrival per consumer warp (lane 0 after __syncwarp, once every lane is done with
   // the stage). One arrival per thread for both instead (MMI_SM90_THREAD_ARRIVALS, for A/B) makes
-  // 416 shared-memory atomics per tile instead of 9 to 137.
+  // 416 mbarrier arrivals per tile instead of 11 (TMA tile) or 137 (gathered).
 #if defined(MMI_SM90_THREAD_ARRIVALS)
   static constexpr int kPositionArrivals = 32;
   static constexpr int kEmptyArrivals = kConsumerThreads;
