@@ -84,13 +84,23 @@ struct Sm90WsTraits {
   // the stage). One arrival per thread for both instead (MMI_SM90_THREAD_ARRIVALS, for A/B) makes
   // 416 mbarrier arrivals per tile instead of 11 (TMA tile) or 137 (gathered).
 #if defined(MMI_SM90_THREAD_ARRIVALS)
-  static constexpr int kPositionArrivals = 32;
-  static constexpr int kEmptyArrivals = kConsumerThreads;
+  static constexpr bool kPerThreadArrivals = true;
 #else
-  static constexpr int kPositionArrivals = 1;
-  static constexpr int kEmptyArrivals = kConsumerThreads / 32;
+  static constexpr bool kPerThreadArrivals = false;
 #endif
+  static constexpr int kPositionArrivals = kPerThreadArrivals ? 32 : 1;
+  static constexpr int kEmptyArrivals = kPerThreadArrivals ? kConsumerThreads : kConsumerThreads / 32;
   static constexpr int kFullArrivals = kPositionArrivals + kProducerThreads;
+  // Item start and epilogue synchronise each consumer warpgroup on its own (each reads and
+  // writes only its own query rows), so one can finish an item while the other computes; both
+  // together with MMI_SM90_CTA_EPILOGUE (for A/B).
+#if defined(MMI_SM90_CTA_EPILOGUE)
+  static constexpr bool kCtaEpilogue = true;
+#else
+  static constexpr bool kCtaEpilogue = false;
+#endif
+  static constexpr int kEpilogueThreads = kCtaEpilogue ? kConsumerThreads : kConsumerThreads / 2;
+  static_assert((kEpilogueThreads & (kEpilogueThreads - 1)) == 0, "thread index by mask");
   // q_full: a plain arrival (query positions) and a cp.async arrival (Q rows) per producer thread.
   static constexpr int kQueryArrivals = 2 * kProducerThreads;
   // Named barrier ids (0 is __syncthreads).
@@ -285,21 +295,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           cp_async_commit();
           __syncwarp();
           // Publishes key_pos[s] and meta[s] to the consumers.
-#if defined(MMI_SM90_THREAD_ARRIVALS)
-          mbarrier_arrive(&smem.full[s]);
-#else
-          if (lane == 0) mbarrier_arrive(&smem.full[s]);
-#endif
+          if (Traits::kPerThreadArrivals || lane == 0) mbarrier_arrive(&smem.full[s]);
         }
         named_barrier_sync(Traits::kProducerBarrier, Traits::kProducerThreads);
         const KeyTileMeta m = smem.meta[s];
         if (m.x == 0) {
           // The item's walk is over: complete the stage's phase without copies.
-#if defined(MMI_SM90_THREAD_ARRIVALS)
-          mbarrier_arrive(&smem.full[s]);
-#else
-          if (tid == 0) mbarrier_arrive_count(&smem.full[s], Traits::kProducerThreads);
-#endif
+          if constexpr (Traits::kPerThreadArrivals)
+            mbarrier_arrive(&smem.full[s]);
+          else if (tid == 0)
+            mbarrier_arrive_count(&smem.full[s], Traits::kProducerThreads);
           ++tile;
           break;
         }
@@ -313,15 +318,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                               &smem.full[s]);
             tma_load_rows<kD>(v_tile0 + s * kBufferBytes, &maps.v, maps, m.y, w.kv_h, w.b,
                               &smem.full[s]);
-#if !defined(MMI_SM90_THREAD_ARRIVALS)
-            mbarrier_arrive_count(&smem.full[s], Traits::kProducerThreads - 1);
-#endif
-          }
-#if defined(MMI_SM90_THREAD_ARRIVALS)
-          else {
+            if constexpr (!Traits::kPerThreadArrivals)
+              mbarrier_arrive_count(&smem.full[s], Traits::kProducerThreads - 1);
+          } else if constexpr (Traits::kPerThreadArrivals) {
             mbarrier_arrive(&smem.full[s]);
           }
-#endif
         } else {
           sm90_gather_key_tile<typename Traits::Gather>(
               k_tile0 + s * kBufferBytes, v_tile0 + s * kBufferBytes, smem.key_columns,
@@ -348,24 +349,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int causal_offset = seq_k - seq_q;
   const bool causal = p.causal != 0;
   uint32_t tile = 0;
-  // Per item, the warpgroups synchronise only within themselves (each reads and writes only its
-  // own query rows), so one can run its epilogue while the other computes; both at once with
-  // MMI_SM90_CTA_EPILOGUE (for A/B).
+  // Item start and epilogue (see Sm90WsTraits::kCtaEpilogue): the consumer warpgroup, or both.
+  const int epilogue_group = Traits::kCtaEpilogue ? 0 : wg;
   auto item_barrier = [&]() {
-#if defined(MMI_SM90_CTA_EPILOGUE)
-    named_barrier_sync(Traits::kConsumerBarrier, kConsumers);
-#else
-    named_barrier_sync(Traits::kConsumerBarrier + wg, kConsumers / 2);
-#endif
+    named_barrier_sync(Traits::kConsumerBarrier + epilogue_group, Traits::kEpilogueThreads);
   };
   // The consumers' side of a stage's "empty" barrier (see Sm90WsTraits::kEmptyArrivals).
   auto release_stage = [&](int stage) {
-#if defined(MMI_SM90_THREAD_ARRIVALS)
-    mbarrier_arrive(&smem.empty[stage]);
-#else
-    __syncwarp();
-    if (lane == 0) mbarrier_arrive(&smem.empty[stage]);
-#endif
+    if constexpr (!Traits::kPerThreadArrivals) __syncwarp();
+    if (Traits::kPerThreadArrivals || lane == 0) mbarrier_arrive(&smem.empty[stage]);
   };
 #pragma unroll 1
   for (int j = 0;; ++j) {
@@ -491,19 +483,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     uint16_t* out_rows = static_cast<uint16_t*>(p.out) + w.b * p.out_stride_b + w.h * p.out_stride_h;
     float* lse_rows =
         p.lse != nullptr ? p.lse + (static_cast<int64_t>(w.b) * q_heads + w.h) * seq_q : nullptr;
-#if defined(MMI_SM90_CTA_EPILOGUE)
-    named_barrier_sync(Traits::kConsumerBarrier, kConsumers);
+    if constexpr (Traits::kCtaEpilogue) item_barrier();  // the old order: both warpgroups first
     sm90_stage_output<Math, Element>(o, row_sum, row_max, scale_log2, stage, query_pos, lse_rows,
                                      warp, lane);
     item_barrier();
-    sm90_scatter_output<Math>(stage, query_pos, out_rows, p.out_stride_s, ctid);
-#else
-    sm90_stage_output<Math, Element>(o, row_sum, row_max, scale_log2, stage, query_pos, lse_rows,
-                                     warp, lane);
-    item_barrier();
-    sm90_scatter_output<Math, 128, Traits::kBlockQ / 2>(stage, query_pos, out_rows,
-                                                        p.out_stride_s, ctid & 127, wg * 64);
-#endif
+    constexpr int kScatterRows = Traits::kBlockQ * Traits::kEpilogueThreads / kConsumers;
+    sm90_scatter_output<Math, Traits::kEpilogueThreads, kScatterRows>(
+        stage, query_pos, out_rows, p.out_stride_s, ctid & (Traits::kEpilogueThreads - 1),
+        epilogue_group * kScatterRows);
     mbarrier_arrive(&smem.q_empty[qbuf]);
   }
 #else
